@@ -1,0 +1,117 @@
+"""Shaping sampled data for the learner: tensors, sequences, minibatches."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from marl.core.columns import Columns
+from marl.core.constants import ModuleID
+
+#: Columns that describe segments rather than steps; never minibatched.
+SEGMENT_COLUMNS = (Columns.SEQ_LENS, "bootstrap_obs", "bootstrap_state_in")
+
+
+def map_structure(fn, value: Any) -> Any:
+    """Apply ``fn`` to every leaf of nested dicts/tuples (observations, states)."""
+    if isinstance(value, Mapping):
+        return {k: map_structure(fn, v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(map_structure(fn, v) for v in value)
+    return fn(value)
+
+
+def to_tensor(value: Any) -> Any:
+    """numpy (nested) -> torch, keeping integer actions integral."""
+
+    def convert(x):
+        if isinstance(x, torch.Tensor):
+            return x
+        arr = np.asarray(x)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    return map_structure(convert, value)
+
+
+def leading_dim(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return leading_dim(next(iter(value.values())))
+    if isinstance(value, tuple):
+        return leading_dim(value[0])
+    return len(value)
+
+
+def take(value: Any, index: Any) -> Any:
+    return map_structure(lambda x: x[index], value)
+
+
+def step_columns(batch: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in batch.items() if k not in SEGMENT_COLUMNS}
+
+
+def chunk_into_sequences(
+    batch: Dict[str, Any], max_seq_len: int
+) -> Dict[str, Any]:
+    """Cut segments into zero-padded ``[C, max_seq_len, ...]`` sequences.
+
+    Recurrent modules train on sequences that start from the recorded state
+    (``STATE_IN`` of the chunk's first step); ``LOSS_MASK`` marks real steps.
+    """
+    seq_lens = np.asarray(batch[Columns.SEQ_LENS])
+    starts, lengths = [], []
+    offset = 0
+    for seg_len in seq_lens:
+        for s in range(0, int(seg_len), max_seq_len):
+            starts.append(offset + s)
+            lengths.append(min(max_seq_len, int(seg_len) - s))
+        offset += int(seg_len)
+    starts_arr = np.asarray(starts, dtype=np.int64)
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    # Gather index [C, L]; padding positions point at the chunk start and are masked.
+    steps = np.arange(max_seq_len)[None, :]
+    mask = steps < lengths_arr[:, None]
+    index = np.where(mask, starts_arr[:, None] + steps, starts_arr[:, None])
+
+    out: Dict[str, Any] = {}
+    for key, value in step_columns(batch).items():
+        if key == Columns.STATE_IN:
+            out[key] = take(value, starts_arr)
+        else:
+            out[key] = map_structure(lambda x: np.asarray(x)[index], value)
+    out[Columns.LOSS_MASK] = mask
+    out[Columns.SEQ_LENS] = lengths_arr
+    return out
+
+
+def iter_minibatches(
+    batches: Dict[ModuleID, Dict[str, torch.Tensor]],
+    minibatch_sizes: Dict[ModuleID, int],
+    num_epochs: int,
+    generator: torch.Generator,
+) -> Iterator[Dict[ModuleID, Dict[str, torch.Tensor]]]:
+    """Shuffled minibatches in which every module takes part in every step.
+
+    Each epoch splits every module's rows into the same number of minibatches
+    (set by the largest module), so a summed multi-module loss — and a shared
+    encoder's single optimizer step — always sees all modules.
+    """
+    sizes = {mid: leading_dim(step_columns(b)) for mid, b in batches.items()}
+    sizes = {mid: n for mid, n in sizes.items() if n > 0}
+    if not sizes:
+        return
+    num_mb = max(int(np.ceil(n / max(1, minibatch_sizes[mid]))) for mid, n in sizes.items())
+    for _ in range(num_epochs):
+        splits = {
+            mid: torch.tensor_split(torch.randperm(n, generator=generator), num_mb)
+            for mid, n in sizes.items()
+        }
+        for i in range(num_mb):
+            mb = {}
+            for mid, parts in splits.items():
+                if len(parts[i]):
+                    mb[mid] = take(step_columns(batches[mid]), parts[i])
+            if mb:
+                yield mb

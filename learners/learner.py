@@ -1,0 +1,343 @@
+"""The Learner: turns sampled data into weight updates for a MultiRLModule.
+
+One ``forward_train`` call on the whole container per minibatch (so a
+container's own ``_forward``, e.g. through a shared encoder, is honoured),
+one loss per module, one backward pass over their sum. Optimizers are either
+one per module or one over the de-duplicated union of every parameter (the
+single-optimizer mode that shared parts need, so they are stepped once).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from marl.core.apis import ValueFunctionAPI
+from marl.core.columns import Columns
+from marl.core.constants import ModuleID
+from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
+
+from learners.batching import iter_minibatches, leading_dim, to_tensor
+
+#: Name of the optimizer in single-optimizer mode.
+SHARED_OPTIMIZER_NAME = "__all_modules__/default_optimizer"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/inf; the update was stopped before any step."""
+
+
+class Learner:
+    """Framework-independent learner API; ``TorchLearner`` implements it."""
+
+    @classmethod
+    def rl_module_required_apis(cls) -> List[type]:
+        """Mix-ins every trained module must implement for this algorithm."""
+        return []
+
+    def compute_loss_for_module(
+        self, module_id: ModuleID, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, Any]
+    ) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_loss_for_module()"
+        )
+
+
+class TorchLearner(Learner):
+    """Owns the trainable ``MultiRLModule`` and its optimizers."""
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        module_spec: Optional[MultiRLModuleSpec] = None,
+        module: Optional[MultiRLModule] = None,
+    ) -> None:
+        if module_spec is None and module is None:
+            raise ValueError("a Learner needs a module_spec or a built module")
+        self.config = config
+        self._module_spec = module_spec
+        self._module = module
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self._optimizer_modules: Dict[str, List[ModuleID]] = {}
+        self._metrics: Dict[ModuleID, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+        self._generator = torch.Generator()
+        self._generator.manual_seed(int(getattr(config, "seed", None) or 0))
+        self.shared_optimizer = False
+        self._built = False
+
+    # ------------------------------------------------------------------ build
+    @property
+    def module(self) -> MultiRLModule:
+        if self._module is None:
+            raise RuntimeError("call Learner.build() before using the learner's module")
+        return self._module
+
+    def build(self) -> None:
+        if self._built:
+            return
+        if self._module is None:
+            self._module = self._module_spec.build()
+        self.module.train()
+        self.shared_optimizer = self._use_shared_optimizer()
+        self.configure_optimizers()
+        self._built = True
+
+    @property
+    def module_ids_to_train(self) -> List[ModuleID]:
+        """Policy modules that receive a loss (``policies_to_train``)."""
+        chosen = getattr(self.config, "policies_to_train", None)
+        ids = self.module.policy_module_ids
+        if chosen is None:
+            return list(ids)
+        if callable(chosen):
+            return [mid for mid in ids if chosen(mid, None)]
+        unknown = set(chosen) - set(self.module.keys())
+        if unknown:
+            raise ValueError(
+                f"policies_to_train names {sorted(unknown)}, which are not modules; "
+                f"valid ids: {sorted(self.module.keys())}"
+            )
+        return [mid for mid in ids if mid in set(chosen)]
+
+    def _modules_sharing_parameters(self) -> List[tuple]:
+        owner: Dict[int, ModuleID] = {}
+        shared = []
+        for mid, sub in self.module.items():
+            for p in sub.parameters():
+                if id(p) in owner and owner[id(p)] != mid:
+                    shared.append((owner[id(p)], mid))
+                owner.setdefault(id(p), mid)
+        return sorted(set(shared))
+
+    def _use_shared_optimizer(self) -> bool:
+        choice = getattr(self.config, "shared_optimizer", None)
+        needs_shared = bool(self._modules_sharing_parameters()) or bool(
+            self.module.non_policy_module_ids
+        )
+        if choice is None:
+            return needs_shared
+        return bool(choice)
+
+    def configure_optimizers(self) -> None:
+        """One optimizer over all parameters, or one per trained module."""
+        if self.shared_optimizer:
+            params = self._dedup_parameters(
+                [self.module[m] for m in self.module_ids_to_train + self.module.non_policy_module_ids]
+            )
+            optimizer = torch.optim.Adam(params, lr=self.config.lr)
+            self.register_optimizer("__all_modules__", "default_optimizer", optimizer)
+            self._optimizer_modules[SHARED_OPTIMIZER_NAME] = list(self.module.keys())
+            return
+        for module_id in self.module_ids_to_train:
+            self.configure_optimizers_for_module(module_id, self.config)
+        self._check_no_parameter_in_two_optimizers()
+
+    def configure_optimizers_for_module(self, module_id: ModuleID, config: Any) -> None:
+        """Default: Adam over the module's own parameters (override to customise)."""
+        params = list(self.module[module_id].parameters())
+        if params:
+            self.register_optimizer(module_id, "default_optimizer", torch.optim.Adam(params, lr=config.lr))
+
+    def register_optimizer(
+        self, module_id: ModuleID, optimizer_name: str, optimizer: torch.optim.Optimizer
+    ) -> None:
+        name = f"{module_id}/{optimizer_name}"
+        if name in self.optimizers:
+            raise ValueError(f"optimizer {name!r} is already registered")
+        self.optimizers[name] = optimizer
+        self._optimizer_modules[name] = [module_id]
+
+    @staticmethod
+    def _dedup_parameters(modules: Iterable[torch.nn.Module]) -> List[torch.nn.Parameter]:
+        seen, params = set(), []
+        for m in modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    def _check_no_parameter_in_two_optimizers(self) -> None:
+        where: Dict[int, str] = {}
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in where and where[id(p)] != name:
+                        raise ValueError(
+                            f"a parameter is in two optimizers ({where[id(p)]!r} and {name!r}): "
+                            "the modules share parameters, so per-module optimizers would step "
+                            "it twice per update. Use the single-optimizer learner: "
+                            "config.learners(shared_optimizer=True) (or leave it None, the "
+                            "automatic choice)."
+                        )
+                    where[id(p)] = name
+
+    # ----------------------------------------------------------------- update
+    def register_metrics(self, module_id: ModuleID, values: Dict[str, Any]) -> None:
+        """Record per-minibatch statistics; ``update()`` returns their means.
+
+        Loss terms recorded here are also checked for NaN/inf before the
+        optimizer step, so a diverging term is reported by name.
+        """
+        for key, value in values.items():
+            self._metrics[module_id][key].append(value)
+
+    def compute_losses(
+        self, *, fwd_out: Dict[ModuleID, Any], batch: Dict[ModuleID, Any]
+    ) -> Dict[ModuleID, torch.Tensor]:
+        return {
+            mid: self.compute_loss_for_module(mid, self.config, batch[mid], fwd_out[mid])
+            for mid in batch
+        }
+
+    def update(
+        self,
+        batch: Dict[ModuleID, Dict[str, Any]],
+        *,
+        minibatch_size: Optional[int] = None,
+        num_epochs: int = 1,
+    ) -> Dict[str, Any]:
+        """Run ``num_epochs`` over shuffled minibatches; return per-module metrics."""
+        self.build()
+        batch = {mid: to_tensor(b) for mid, b in batch.items() if mid in set(self.module_ids_to_train)}
+        self._metrics.clear()
+        sizes = {}
+        for mid, b in batch.items():
+            n = leading_dim({k: v for k, v in b.items() if k != Columns.SEQ_LENS})
+            mb = minibatch_size or n
+            if Columns.LOSS_MASK in b:  # sequences: minibatch size counts time steps
+                mb = max(1, mb // b[Columns.LOSS_MASK].shape[1])
+            sizes[mid] = mb
+        num_steps = 0
+        for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator):
+            self._update_minibatch(minibatch)
+            num_steps += 1
+        results: Dict[str, Any] = {}
+        for mid, stats in self._metrics.items():
+            results[mid] = {k: float(np.mean([float(v) for v in vs])) for k, vs in stats.items()}
+        for mid, b in batch.items():
+            results.setdefault(mid, {})["num_module_steps_trained"] = int(
+                b[Columns.LOSS_MASK].sum() if Columns.LOSS_MASK in b else leading_dim(b[Columns.ACTIONS])
+            )
+        self.after_update(results)
+        results["__all_modules__"] = {"num_gradient_steps": num_steps}
+        return results
+
+    def _update_minibatch(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> None:
+        fwd_out = self.module.forward_train(minibatch)
+        losses = self.compute_losses(fwd_out=fwd_out, batch=minibatch)
+        self._check_finite(losses)
+        total = sum(losses.values())
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for name, opt in self.optimizers.items():
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            norm = self._clip_gradients(params)
+            for mid in self._optimizer_modules[name]:
+                if mid in minibatch:
+                    self._metrics[mid]["gradients_global_norm"].append(norm)
+            opt.step()
+
+    def _check_finite(self, losses: Dict[ModuleID, torch.Tensor]) -> None:
+        for mid, loss in losses.items():
+            if torch.isfinite(loss).all():
+                continue
+            terms = {k: v[-1] for k, v in self._metrics[mid].items() if v}
+            bad = [k for k, v in terms.items() if not math.isfinite(float(v))]
+            raise NonFiniteLossError(
+                f"module {mid!r}: the loss is {float(loss)} (non-finite terms: "
+                f"{bad or ['total_loss']}); the update was stopped before any weight changed"
+            )
+
+    def _clip_gradients(self, params: Sequence[torch.nn.Parameter]) -> float:
+        clip = getattr(self.config, "grad_clip", None)
+        by = getattr(self.config, "grad_clip_by", "global_norm")
+        if not params:
+            return 0.0
+        if clip is None:
+            return float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        if by == "global_norm":
+            return float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if by == "norm":
+            norms = [float(torch.nn.utils.clip_grad_norm_([p], clip)) for p in params]
+            return float(np.sqrt(np.sum(np.square(norms))))
+        if by == "value":
+            torch.nn.utils.clip_grad_value_(params, clip)
+            return float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        raise ValueError(f"grad_clip_by={by!r}; expected 'global_norm', 'norm' or 'value'")
+
+    def after_update(self, results: Dict[str, Any]) -> None:
+        """Hook for per-update bookkeeping (e.g. PPO's adaptive KL coefficient)."""
+
+    # -------------------------------------------- algorithm-specific preparation
+    def build_train_batches(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, Dict[str, Any]]:
+        """Turn env-runner samples into loss inputs (advantages, targets)."""
+        return samples
+
+    def update_from_samples(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[str, Any]:
+        self.build()
+        self.check_module_apis()
+        trained = set(self.module_ids_to_train)
+        samples = {mid: b for mid, b in samples.items() if mid in trained and len(b[Columns.SEQ_LENS])}
+        batches = self.build_train_batches(samples)
+        return self.update(
+            batches,
+            minibatch_size=getattr(self.config, "minibatch_size", None),
+            num_epochs=getattr(self.config, "num_epochs", 1),
+        )
+
+    def check_module_apis(self) -> None:
+        """Raise naming the module and the missing mix-in the algorithm needs."""
+        for mid in self.module_ids_to_train:
+            for api in self.rl_module_required_apis():
+                if not isinstance(self.module[mid], api):
+                    raise TypeError(
+                        f"module {mid!r} ({type(self.module[mid]).__name__}) does not implement "
+                        f"{api.__name__}, which {type(self).__name__} needs"
+                        + self._missing_api_hint(api)
+                    )
+
+    def _missing_api_hint(self, api: type) -> str:
+        if api is ValueFunctionAPI:
+            return (
+                ": add compute_values() (subclass ValueFunctionAPI) to the module, or train "
+                "modules without a value function with VPGConfig"
+            )
+        return ""
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> Dict[str, Any]:
+        """Module weights, optimizer states and learner-specific state."""
+        return {
+            "rl_module": self.module.get_state(),
+            "optimizer": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "learner": self.get_learner_state(),
+            "generator": self._generator.get_state(),
+        }
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self.build()
+        if "rl_module" in state:
+            self.module.set_state(state["rl_module"])
+        for name, opt_state in state.get("optimizer", {}).items():
+            if name not in self.optimizers:
+                raise KeyError(
+                    f"optimizer {name!r} in the state does not exist in this learner "
+                    f"(optimizers: {sorted(self.optimizers)})"
+                )
+            self.optimizers[name].load_state_dict(opt_state)
+        if "learner" in state:
+            self.set_learner_state(state["learner"])
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+
+    def get_learner_state(self) -> Dict[str, Any]:
+        return {}
+
+    def set_learner_state(self, state: Dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,26 @@
+"""Default models: their config, the plain builders and the default RLModules."""
+from marl.models.cnn import build_cnn, default_conv_filters
+from marl.models.default_bc_rl_module import DefaultBCTorchRLModule
+from marl.models.default_model_config import DefaultModelConfig, resolve_default_model_config
+from marl.models.default_ppo_rl_module import DefaultPPOTorchRLModule
+from marl.models.mlp import build_mlp
+from marl.models.shared_encoder import (
+    SharedEncoderModule,
+    SharedEncoderMultiRLModule,
+    SharedEncoderPolicyHead,
+    shared_encoder_module_spec,
+)
+
+__all__ = [
+    "DefaultModelConfig",
+    "DefaultPPOTorchRLModule",
+    "DefaultBCTorchRLModule",
+    "resolve_default_model_config",
+    "build_mlp",
+    "build_cnn",
+    "default_conv_filters",
+    "SharedEncoderModule",
+    "SharedEncoderMultiRLModule",
+    "SharedEncoderPolicyHead",
+    "shared_encoder_module_spec",
+]
