@@ -8,6 +8,7 @@ single-optimizer mode that shared parts need, so they are stepped once).
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -250,7 +251,7 @@ class TorchLearner(Learner):
             terms = {k: v[-1] for k, v in self._metrics[mid].items() if v}
             bad = [k for k, v in terms.items() if not math.isfinite(float(v))]
             raise NonFiniteLossError(
-                f"module {mid!r}: the loss is {float(loss)} (non-finite terms: "
+                f"module {mid!r}: the loss is {float(loss.detach())} (non-finite terms: "
                 f"{bad or ['total_loss']}); the update was stopped before any weight changed"
             )
 
@@ -315,7 +316,7 @@ class TorchLearner(Learner):
         """Module weights, optimizer states and learner-specific state."""
         return {
             "rl_module": self.module.get_state(),
-            "optimizer": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "optimizer": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()},
             "learner": self.get_learner_state(),
             "generator": self._generator.get_state(),
         }

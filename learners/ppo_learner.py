@@ -100,9 +100,15 @@ class PPOTorchLearner(TorchLearner):
             values = fwd_out[Columns.VF_PREDS]
         else:
             values = module.compute_values(batch, fwd_out.get(Columns.EMBEDDINGS))
-        vf_error = (values - batch[Columns.VALUE_TARGETS]) ** 2
+        targets = batch[Columns.VALUE_TARGETS]
+        vf_error = (values - targets) ** 2
         if config.vf_clip_param is not None:
-            vf_error = torch.clamp(vf_error, 0, config.vf_clip_param)
+            # PPO2-style value clipping: the new prediction may move at most
+            # vf_clip_param away from the sampling-time one (a trust region
+            # on values); unlike clamping the squared error it keeps gradients.
+            old = batch[Columns.VF_PREDS]
+            clipped = old + torch.clamp(values - old, -config.vf_clip_param, config.vf_clip_param)
+            vf_error = torch.maximum(vf_error, (clipped - targets) ** 2)
         vf_loss = masked_mean(vf_error, mask)
 
         entropy = masked_mean(dist.entropy(), mask)

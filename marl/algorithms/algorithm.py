@@ -88,10 +88,7 @@ class Algorithm:
             "num_env_steps_trained_lifetime": 0,
             "num_episodes_lifetime": 0,
         }
-        self._episode_returns: deque = deque(maxlen=SMOOTHING_EPISODES)
-        self._episode_lens: deque = deque(maxlen=SMOOTHING_EPISODES)
-        self._module_returns: Dict[str, deque] = {}
-        self._agent_returns: Dict[str, deque] = {}
+        self._episode_window: deque = deque(maxlen=SMOOTHING_EPISODES)
 
     def _fragment_length(self) -> int:
         cfg = self.config
@@ -155,33 +152,56 @@ class Algorithm:
         return result
 
     def _record_episodes(self, metrics: Dict[str, Any]) -> None:
-        returns = metrics.get("episode_returns", [])
-        self._episode_returns.extend(returns)
-        self._episode_lens.extend(metrics.get("episode_lens", []))
-        self._counters["num_episodes_lifetime"] += len(returns)
-        for key, store in (("module_episode_returns", self._module_returns), ("agent_episode_returns", self._agent_returns)):
-            for ident, values in metrics.get(key, {}).items():
-                store.setdefault(str(ident), deque(maxlen=SMOOTHING_EPISODES)).extend(values)
+        """Keep this iteration's episode statistics for the smoothing window."""
+        n = int(metrics.get("num_episodes", 0))
+        self._counters["num_episodes_lifetime"] += n
+        if n == 0 or "episode_return_mean" not in metrics:
+            return
+        self._episode_window.append(
+            {
+                "n": n,
+                "return_mean": float(metrics["episode_return_mean"]),
+                "return_min": float(metrics["episode_return_min"]),
+                "return_max": float(metrics["episode_return_max"]),
+                "len_mean": float(metrics.get("episode_len_mean", float("nan"))),
+                "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", n),
+                "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", n),
+            }
+        )
+
+    def _window(self) -> list:
+        """The latest iterations that together hold about SMOOTHING_EPISODES episodes."""
+        chosen, total = [], 0
+        for entry in reversed(self._episode_window):
+            if chosen and total + entry["n"] > SMOOTHING_EPISODES:
+                break
+            chosen.append(entry)
+            total += entry["n"]
+        return chosen
 
     def _env_runner_results(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        """Runner counters plus episode returns smoothed over the recent window
+        (RLlib reports returns over its last 100 episodes the same way)."""
         out = {
             k: v
             for k, v in metrics.items()
             if not isinstance(v, (list, dict)) and not k.startswith("episode_return") and k != "episode_len_mean"
         }
+        out["num_module_steps_sampled"] = dict(metrics.get("num_module_steps_sampled", {}))
         out["num_env_steps_sampled_lifetime"] = self._counters["num_env_steps_sampled_lifetime"]
         out["num_episodes_lifetime"] = self._counters["num_episodes_lifetime"]
-        out["num_episodes"] = len(metrics.get("episode_returns", []))
-        if self._episode_returns:
-            r = np.asarray(self._episode_returns, dtype=np.float64)
+        out["num_episodes"] = int(metrics.get("num_episodes", 0))
+        window = self._window()
+        if window:
+            weights = np.asarray([e["n"] for e in window], dtype=np.float64)
             out.update(
-                episode_return_mean=float(r.mean()),
-                episode_return_min=float(r.min()),
-                episode_return_max=float(r.max()),
-                episode_len_mean=float(np.mean(self._episode_lens)) if self._episode_lens else float("nan"),
+                episode_return_mean=float(np.average([e["return_mean"] for e in window], weights=weights)),
+                episode_return_min=float(min(e["return_min"] for e in window)),
+                episode_return_max=float(max(e["return_max"] for e in window)),
+                episode_len_mean=float(np.average([e["len_mean"] for e in window], weights=weights)),
+                agent_episode_returns_mean=_pooled_means([e["agents"] for e in window]),
+                module_episode_returns_mean=_pooled_means([e["modules"] for e in window]),
             )
-            out["module_episode_returns_mean"] = {k: float(np.mean(v)) for k, v in self._module_returns.items() if v}
-            out["agent_episode_returns_mean"] = {k: float(np.mean(v)) for k, v in self._agent_returns.items() if v}
         return out
 
     def evaluate(self) -> Dict[str, Any]:
@@ -199,15 +219,7 @@ class Algorithm:
             _, metrics = self._eval_runner.sample(num_episodes=cfg.evaluation_duration, explore=cfg.evaluation_explore)
         else:
             _, metrics = self._eval_runner.sample(num_timesteps=cfg.evaluation_duration, explore=cfg.evaluation_explore)
-        returns = metrics.get("episode_returns", [])
-        env_results = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-        if returns:
-            env_results.update(
-                episode_return_mean=float(np.mean(returns)),
-                episode_return_min=float(np.min(returns)),
-                episode_return_max=float(np.max(returns)),
-            )
-        return {"env_runners": env_results}
+        return {"env_runners": dict(metrics)}
 
     # -------------------------------------------------------------- checkpoints
     def save_to_path(self, path: Optional[str] = None) -> str:
@@ -238,20 +250,14 @@ class Algorithm:
             "iteration": self.iteration,
             "time_total_s": self._time_total,
             "counters": dict(self._counters),
-            "episode_returns": list(self._episode_returns),
-            "episode_lens": list(self._episode_lens),
-            "module_episode_returns": {k: list(v) for k, v in self._module_returns.items()},
-            "agent_episode_returns": {k: list(v) for k, v in self._agent_returns.items()},
+            "episode_window": list(self._episode_window),
         }
 
     def set_state(self, state: Dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])
         self._time_total = float(state.get("time_total_s", 0.0))
         self._counters.update(state["counters"])
-        self._episode_returns = deque(state.get("episode_returns", []), maxlen=SMOOTHING_EPISODES)
-        self._episode_lens = deque(state.get("episode_lens", []), maxlen=SMOOTHING_EPISODES)
-        self._module_returns = {k: deque(v, maxlen=SMOOTHING_EPISODES) for k, v in state.get("module_episode_returns", {}).items()}
-        self._agent_returns = {k: deque(v, maxlen=SMOOTHING_EPISODES) for k, v in state.get("agent_episode_returns", {}).items()}
+        self._episode_window = deque(state.get("episode_window", []), maxlen=SMOOTHING_EPISODES)
 
     def sync_weights_to_env_runners(self) -> None:
         self.env_runner_group.sync_weights(self.learner_group.get_weights())
@@ -266,3 +272,20 @@ class Algorithm:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _means_with_counts(metrics: Dict[str, Any], mean_key: str, count_key: str, default_count: int) -> Dict[str, list]:
+    counts = metrics.get(count_key, {})
+    return {
+        str(k): [float(v), int(counts.get(k, default_count))] for k, v in metrics.get(mean_key, {}).items()
+    }
+
+
+def _pooled_means(entries: list) -> Dict[str, float]:
+    sums: Dict[str, float] = {}
+    counts: Dict[str, int] = {}
+    for entry in entries:
+        for key, (mean, count) in entry.items():
+            sums[key] = sums.get(key, 0.0) + mean * count
+            counts[key] = counts.get(key, 0) + count
+    return {k: sums[k] / counts[k] for k in sums if counts[k]}

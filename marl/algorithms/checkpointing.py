@@ -76,6 +76,67 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
+# ----------------------------------------------------------------- env runners
+SNAPSHOT_FILE = "sampling_snapshot.pkl"
+
+
+def save_env_runners(group: Any, directory: Path) -> None:
+    """Counters and connector states as JSON; the local runner's envs too.
+
+    Resuming equals an uninterrupted run only if the envs continue exactly
+    where they were (mid-episode, same RNG). So the local runner's sampling
+    state (envs, in-progress episodes, RNGs) is snapshotted with cloudpickle
+    when the envs allow it; otherwise ``state.json`` says why not and a
+    restored run starts fresh episodes.
+    """
+    from marl.algorithms.config_codec import ConfigEncoder
+
+    state = dict(group.get_state())
+    state.pop("rl_module", None)  # the learner's checkpoint holds the weights
+    encoder = ConfigEncoder()
+    data = {"state": encoder.encode(state), "exact_resume": False, "reason": None}
+    runner = getattr(group, "local_runner", None)
+    if runner is None:
+        data["reason"] = "env runners live in worker processes; their envs are not snapshotted"
+    else:
+        import cloudpickle
+
+        try:
+            blob = cloudpickle.dumps({k: v for k, v in vars(runner).items()})
+        except Exception as e:  # an env that cannot be pickled: resume with fresh episodes
+            data["reason"] = f"the envs cannot be pickled ({type(e).__name__}: {e})"
+        else:
+            (directory / SNAPSHOT_FILE).write_bytes(blob)
+            data["exact_resume"] = True
+    if encoder.pickled:
+        import cloudpickle
+
+        (directory / "state.pkl").write_bytes(cloudpickle.dumps(encoder.pickled))
+    io.write_json(directory / "state.json", data)
+
+
+def load_env_runners(group: Any, directory: Path) -> None:
+    from marl.algorithms.config_codec import decode
+
+    data = io.read_json(directory / "state.json")
+    pickled = None
+    if (directory / "state.pkl").exists():
+        import cloudpickle
+
+        pickled = cloudpickle.loads((directory / "state.pkl").read_bytes())
+    snapshot = directory / SNAPSHOT_FILE
+    runner = getattr(group, "local_runner", None)
+    if runner is not None and snapshot.exists():
+        import cloudpickle
+
+        try:
+            restored = cloudpickle.loads(snapshot.read_bytes())
+        except Exception as e:
+            raise io.CheckpointError(f"checkpoint file {str(snapshot)!r} is corrupt: {e}") from e
+        vars(runner).update(restored)
+    group.set_state(decode(data["state"], pickled))
+
+
 # ------------------------------------------------------------------- learner
 def save_learner(learner: Any, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -116,7 +177,7 @@ def save_algorithm(algo: Any, path: Optional[str]) -> str:
         io.write_json(staging / "rng.json", _rng_state())
         runner_dir = staging / "env_runner"
         runner_dir.mkdir()
-        algo.env_runner_group.save_state(runner_dir)
+        save_env_runners(algo.env_runner_group, runner_dir)
         save_learner(algo.learner, staging / LEARNER_DIR)
     return str(path)
 
@@ -137,7 +198,7 @@ def restore_algorithm(algo: Any, path: str, component: Optional[str]) -> None:
             )
         restore_learner(learner, root / LEARNER_DIR)
         algo.set_state(io.read_json(root / "algorithm_state.json"))
-        algo.env_runner_group.load_state(root / "env_runner")
+        load_env_runners(algo.env_runner_group, root / "env_runner")
         _set_rng_state(io.read_json(root / "rng.json"))
     else:
         parts = component.strip("/").split("/")
@@ -150,8 +211,7 @@ def restore_algorithm(algo: Any, path: str, component: Optional[str]) -> None:
         elif parts == ["learner_group"]:
             restore_learner(learner, root / "learner")
         elif parts == ["env_runner"]:
-            algo.env_runner_group.load_state(root)
-            return
+            load_env_runners(algo.env_runner_group, root)
         else:
             raise ValueError(f"unknown checkpoint component {component!r}; valid: {list(COMPONENTS)}")
     algo.sync_weights_to_env_runners()

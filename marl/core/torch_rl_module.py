@@ -56,7 +56,7 @@ class TorchRLModule(RLModule, nn.Module):
         training-only parameters it never built.
         """
         own = self.state_dict()
-        incoming = dict(state)
+        incoming = {k: torch.as_tensor(v) for k, v in state.items()}
         if self.inference_only:
             prefixes = tuple(self._non_inference_prefixes())
             if prefixes:

@@ -1,0 +1,49 @@
+"""Environments for `marl`: everything the library runs, as a PettingZoo ParallelEnv.
+
+- `make_env` / `make_env_creator` / `register_env`: turn gymnasium ids, PettingZoo
+  modules and registry names, classes and callables into envs (`envs.registry`).
+- `SingleAgentParallelEnv` (gymnasium, `envs.gym_adapter`) and `TurnBasedParallelEnv`
+  (PettingZoo AEC, `envs.turn_based`): adapters into the common interface;
+  `to_parallel_env` picks the right one (`envs.to_parallel`).
+- `MultiAgentCartPole`: N independent CartPoles (`envs.multi_agent_cartpole`).
+- `image_preset`, `pad_heterogeneous`, `pistonball_preset`: SuperSuit pipelines
+  (`envs.supersuit_presets`).
+- `MultiAgentEnvRunner` (`envs.env_runner`): steps envs in lockstep with one
+  batched module forward per step; `EnvRunnerGroup` (`envs.worker_pool`) runs
+  several in worker processes.
+"""
+from envs.gym_adapter import SingleAgentParallelEnv
+from envs.multi_agent_cartpole import MultiAgentCartPole
+from envs.registry import (
+    EnvCreator,
+    UnknownEnvError,
+    make_env,
+    make_env_creator,
+    register_env,
+)
+from envs.supersuit_presets import image_preset, pad_heterogeneous, pistonball_preset
+from envs.to_parallel import to_parallel_env
+from envs.turn_based import TurnBasedParallelEnv
+
+from envs.env_runner import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, MultiAgentEnvRunner, infer_module_spaces
+from envs.worker_pool import EnvRunnerGroup
+
+__all__ = [
+    "BOOTSTRAP_OBS",
+    "BOOTSTRAP_STATE_IN",
+    "EnvCreator",
+    "EnvRunnerGroup",
+    "MultiAgentEnvRunner",
+    "infer_module_spaces",
+    "MultiAgentCartPole",
+    "SingleAgentParallelEnv",
+    "TurnBasedParallelEnv",
+    "UnknownEnvError",
+    "image_preset",
+    "make_env",
+    "make_env_creator",
+    "pad_heterogeneous",
+    "pistonball_preset",
+    "register_env",
+    "to_parallel_env",
+]

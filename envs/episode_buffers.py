@@ -1,0 +1,235 @@
+"""Preallocated, growable per-module step storage for the env runner.
+
+Why this exists: the env runner writes one BLOCK of rows per module per
+lockstep step (all agents of that module that acted, across all envs) instead
+of appending per-agent Python objects. Rows are in time order; the runner
+re-orders them into agent-trajectory segments once per ``sample()`` call with
+a single stable argsort over the episode-id column.
+
+Columns may be nested (dict / tuple of arrays), as observations with action
+masks (``{"observation", "action_mask"}``), Dict actions and recurrent states
+are. Nested columns are allocated lazily from the first block written to them,
+so the buffer needs no space objects.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+
+Nested = Any  # np.ndarray | dict[str, Nested] | tuple[Nested, ...]
+
+
+# --------------------------------------------------------------------------
+# Small helpers for nested structures of arrays.
+# --------------------------------------------------------------------------
+
+
+def tree_map(fn: Callable[[Any], Any], x: Nested) -> Nested:
+    """Apply ``fn`` to every leaf of a dict/tuple/list structure."""
+    if isinstance(x, Mapping):
+        return {k: tree_map(fn, v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(tree_map(fn, v) for v in x)
+    return fn(x)
+
+
+def tree_map2(fn: Callable[[Any, Any], Any], x: Nested, y: Nested) -> Nested:
+    """``fn`` applied leaf-wise to two structures of the same layout."""
+    if isinstance(x, Mapping):
+        return {k: tree_map2(fn, v, y[k]) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(tree_map2(fn, v, y[i]) for i, v in enumerate(x))
+    return fn(x, y)
+
+
+def stack_observations(observations: List[Any]) -> Nested:
+    """Stack per-agent raw observations into a batch of the same structure.
+
+    Arrays become ``[B, *shape]`` arrays keeping their dtype; dicts (e.g.
+    PettingZoo's ``{"observation", "action_mask"}``) and tuples become dicts
+    / tuples of stacked arrays; Python/numpy scalars (Discrete observations)
+    become a ``[B]`` array.
+    """
+    first = observations[0]
+    if isinstance(first, Mapping):
+        return {k: stack_observations([o[k] for o in observations]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(stack_observations([o[i] for o in observations]) for i in range(len(first)))
+    if isinstance(first, np.ndarray):
+        # np.array is ~3x faster than np.stack on lists of small arrays; it
+        # only differs for ragged inputs, where np.stack gives the clear error.
+        try:
+            out = np.array(observations)
+        except ValueError:
+            out = None
+        if out is None or out.dtype == object or out.shape[1:] != first.shape:
+            return np.stack(observations)
+        return out
+    return np.asarray(observations)
+
+
+def take_rows(x: Nested, idx: Any) -> Nested:
+    """Rows ``idx`` (int, slice or index array) of every leaf."""
+    if isinstance(x, np.ndarray):
+        return x[idx]
+    return tree_map(lambda a: a[idx], x)
+
+
+def zeros_like_rows(x: Nested, n: int) -> Nested:
+    """A zero structure with ``n`` rows and the per-row shapes/dtypes of ``x``."""
+    return tree_map(lambda a: np.zeros((n,) + a.shape[1:], dtype=a.dtype), x)
+
+
+def concat_nested(parts: List[Nested]) -> Nested:
+    """Concatenate structures of arrays along the first axis."""
+    first = parts[0]
+    if isinstance(first, Mapping):
+        return {k: concat_nested([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(concat_nested([p[i] for p in parts]) for i in range(len(first)))
+    return np.concatenate(parts, axis=0)
+
+
+def num_rows(x: Nested) -> int:
+    """The batch size of a structure of arrays."""
+    while not isinstance(x, np.ndarray):
+        x = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
+    return int(x.shape[0])
+
+
+# --------------------------------------------------------------------------
+# Module step buffer.
+# --------------------------------------------------------------------------
+
+
+def _alloc_like(block: Nested, capacity: int) -> Nested:
+    return tree_map(lambda a: np.empty((capacity,) + a.shape[1:], dtype=a.dtype), block)
+
+
+def _grow(col: Nested, n: int, capacity: int) -> Nested:
+    def grow_leaf(a: np.ndarray) -> np.ndarray:
+        new = np.empty((capacity,) + a.shape[1:], dtype=a.dtype)
+        new[:n] = a[:n]
+        return new
+
+    return tree_map(grow_leaf, col)
+
+
+def _write(col: Nested, r0: int, r1: int, block: Nested) -> None:
+    if isinstance(col, np.ndarray):
+        col[r0:r1] = block
+    elif isinstance(col, Mapping):
+        for k, sub in col.items():
+            _write(sub, r0, r1, block[k])
+    else:
+        for i, sub in enumerate(col):
+            _write(sub, r0, r1, block[i])
+
+
+class ModuleStepBuffer:
+    """Time-ordered rows of one module: one row per agent action.
+
+    ``rewards``, ``terminateds``, ``truncateds`` and ``eps_id`` are plain
+    arrays that the runner updates in place by row index (rewards arrive after
+    the action, possibly several steps later for turn-based envs); every other
+    column is written in whole blocks through :meth:`append`.
+    """
+
+    FIXED = ("rewards", "terminateds", "truncateds", "eps_id")
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.n = 0
+        self.capacity = max(int(capacity), 1)
+        self.rewards = np.zeros(self.capacity, np.float32)
+        self.terminateds = np.zeros(self.capacity, bool)
+        self.truncateds = np.zeros(self.capacity, bool)
+        self.eps_id = np.zeros(self.capacity, np.int64)
+        self.columns: Dict[str, Nested] = {}
+
+    def _ensure(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        new_cap = max(needed, 2 * self.capacity)
+        n = self.n
+        for name in self.FIXED:
+            old = getattr(self, name)
+            new = np.zeros(new_cap, old.dtype)
+            new[:n] = old[:n]
+            setattr(self, name, new)
+        for name, col in self.columns.items():
+            self.columns[name] = _grow(col, n, new_cap)
+        self.capacity = new_cap
+
+    def append(self, size: int, eps_id: np.ndarray, blocks: Mapping[str, Nested]) -> int:
+        """Write ``size`` new rows; returns the index of the first one.
+
+        ``blocks`` maps column names to structures of ``[size, ...]`` arrays
+        (or None to skip a column for this block). New rows start with reward
+        0 and both done flags False.
+        """
+        r0 = self.n
+        r1 = r0 + size
+        self._ensure(r1)
+        # rewards / done flags of unused rows are kept at 0 (see keep_rows), so
+        # new rows need no per-step reset.
+        self.eps_id[r0:r1] = eps_id
+        columns = self.columns
+        for name, block in blocks.items():
+            if block is None:
+                continue
+            col = columns.get(name)
+            if col is None:
+                col = columns[name] = _alloc_like(block, self.capacity)
+            if isinstance(col, np.ndarray):
+                col[r0:r1] = block
+            else:
+                _write(col, r0, r1, block)
+        self.n = r1
+        return r0
+
+    def clear(self) -> None:
+        """Drop every row."""
+        self.keep_rows(())
+
+    def column(self, name: str) -> Optional[Nested]:
+        """The first ``n`` rows of a column (views), or None if never written."""
+        if name in self.FIXED:
+            return getattr(self, name)[: self.n]
+        col = self.columns.get(name)
+        if col is None:
+            return None
+        return take_rows(col, slice(0, self.n))
+
+    def gather(self, name: str, idx: np.ndarray) -> Optional[Nested]:
+        """Copies of rows ``idx`` of a column (None if the column was never written)."""
+        if name in self.FIXED:
+            return getattr(self, name)[idx]
+        col = self.columns.get(name)
+        if col is None:
+            return None
+        return take_rows(col, idx)
+
+    def keep_rows(self, rows: Iterable[int]) -> np.ndarray:
+        """Move ``rows`` (in the given order) to the front and drop all others.
+
+        Returns the new index of each kept row (``0..len(rows)-1``). Used for
+        actions still waiting for their next observation at the end of a
+        ``sample()`` call: they belong to the next call.
+        """
+        rows = np.asarray(list(rows), dtype=np.int64)
+        p = len(rows)
+        if p:
+            for name in self.FIXED:
+                arr = getattr(self, name)
+                arr[:p] = arr[rows]
+            for name, col in self.columns.items():
+                def move(a: np.ndarray) -> None:
+                    a[:p] = a[rows]
+
+                tree_map(move, col)
+        self.rewards[p:] = 0.0
+        self.terminateds[p:] = False
+        self.truncateds[p:] = False
+        self.n = p
+        return np.arange(p, dtype=np.int64)

@@ -1,0 +1,482 @@
+"""`EnvRunnerGroup`: several `MultiAgentEnvRunner`s in worker processes, one batch out.
+
+With ``num_env_runners=0`` the group runs one local runner in this process.
+With ``n > 0`` it starts ``n`` worker processes (``spawn`` context: no forked
+torch / OpenMP state; each worker runs ``torch.set_num_threads(1)``), each
+holding one runner with ``worker_index`` 1..n. ``sample()`` sends every
+worker its share of the steps at once, gathers the results and merges them.
+
+What crosses the process boundary:
+
+- the runner kwargs, once per worker start. They are serialised with
+  ``cloudpickle`` when it is installed (so lambdas, e.g. the guide's
+  ``env_to_module_connector=lambda env: FlattenObservations()``, work), else
+  with ``pickle``, in which case creators, mapping functions and connector
+  factories must be module-level functions / classes. Anything that does not
+  serialise raises a ``TypeError`` naming the argument, before any process
+  starts.
+- weights as numpy arrays (torch tensors sent through pipes would go through
+  torch's shared-memory file descriptors);
+- batches (numpy) and metrics.
+
+A worker that dies (its pipe breaks or the process exits) is restarted with
+the same kwargs and the last weights sent with ``sync_weights``; its result
+for that call is retried once on the new worker (then skipped). Restarts are
+counted in ``metrics["num_env_runner_restarts"]``. Exceptions raised inside a
+healthy worker (a bad ``policy_mapping_fn``, say) are re-raised here.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import pickle
+import traceback
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from envs.env_runner import MultiAgentEnvRunner
+from envs.episode_buffers import concat_nested
+
+logger = logging.getLogger(__name__)
+
+try:  # optional: lets lambdas cross the process boundary
+    import cloudpickle as _cloudpickle
+except ImportError:  # pragma: no cover - depends on the environment
+    _cloudpickle = None
+
+
+class WorkerError(RuntimeError):
+    """An exception raised inside an env runner worker (message holds its traceback)."""
+
+
+class _WorkerDied(Exception):
+    pass
+
+
+def _dumps(obj: Any) -> bytes:
+    if _cloudpickle is not None:
+        return _cloudpickle.dumps(obj)
+    return pickle.dumps(obj)
+
+
+def _check_picklable(runner_kwargs: Mapping[str, Any]) -> bytes:
+    """Serialise the kwargs, naming the argument that cannot be sent to a worker."""
+    for key, value in runner_kwargs.items():
+        try:
+            _dumps(value)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            how = "cloudpickle" if _cloudpickle is not None else "pickle (cloudpickle is not installed)"
+            raise TypeError(
+                f"EnvRunnerGroup: runner argument {key!r} = {value!r} cannot be sent to a worker "
+                f"process with {how}: {exc}. With num_env_runners > 0, env creators, "
+                "policy_mapping_fn and connector factories must be picklable: module-level "
+                "functions or classes, or registered env names (strings); or use "
+                "num_env_runners=0"
+            ) from exc
+    return _dumps(dict(runner_kwargs))
+
+
+def _weights_to_numpy(weights: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, np.ndarray]]:
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for module_id, state in weights.items():
+        out[module_id] = {}
+        for name, value in state.items():
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            out[module_id][name] = np.asarray(value)
+    return out
+
+
+def _weights_to_torch(weights: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    import torch
+
+    return {mid: {k: torch.as_tensor(v) for k, v in state.items()} for mid, state in weights.items()}
+
+
+def _worker_main(conn: Any, payload: bytes, worker_index: int) -> None:
+    """Worker process: build one runner, then serve commands until 'stop'."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        kwargs = pickle.loads(payload)
+        kwargs["worker_index"] = worker_index
+        runner = MultiAgentEnvRunner(**kwargs)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        conn.close()
+        return
+    conn.send(("ok", None))
+    while True:
+        try:
+            command, args, kw = conn.recv()
+        except (EOFError, OSError):
+            break
+        if command == "stop":
+            runner.stop()
+            conn.send(("ok", None))
+            break
+        try:
+            if command == "set_weights":
+                result = runner.set_weights(args[0])
+            elif command == "get_state":
+                state = runner.get_state()
+                if "rl_module" in state:
+                    state["rl_module"] = _weights_to_numpy(state["rl_module"])
+                result = state
+            elif command == "get_weights":
+                result = _weights_to_numpy(runner.get_weights())
+            else:
+                result = getattr(runner, command)(*args, **kw)
+            conn.send(("ok", result))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    conn.close()
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: Any, payload: bytes, worker_index: int, start_timeout_s: float) -> None:
+        self.worker_index = worker_index
+        parent, child = ctx.Pipe()
+        self.conn = parent
+        self.process = ctx.Process(target=_worker_main, args=(child, payload, worker_index),
+                                   name=f"env_runner_{worker_index}", daemon=True)
+        self.process.start()
+        child.close()
+        self.last_lifetime: Dict[str, int] = {}
+        self.start_timeout_s = start_timeout_s
+
+    def wait_started(self) -> "_Worker":
+        """Block until the runner in the worker is built (or raise why it was not)."""
+        try:
+            status, result = self._recv(self.start_timeout_s)
+        except _WorkerDied as exc:
+            self.kill()
+            raise WorkerError(f"env runner worker {self.worker_index} died while starting: {exc}") from exc
+        if status != "ok":
+            self.kill()
+            raise WorkerError(f"env runner worker {self.worker_index} failed to start:\n{result}")
+        return self
+
+    def send(self, command: str, *args: Any, **kw: Any) -> None:
+        try:
+            self.conn.send((command, args, kw))
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            raise _WorkerDied(str(exc)) from exc
+
+    def _recv(self, timeout_s: Optional[float]) -> Tuple[str, Any]:
+        try:
+            waited = 0.0
+            while not self.conn.poll(1.0):
+                waited += 1.0
+                if not self.process.is_alive():
+                    raise _WorkerDied(f"process exited with code {self.process.exitcode}")
+                if timeout_s is not None and waited >= timeout_s:
+                    raise _WorkerDied(f"no answer within {timeout_s} s")
+            return self.conn.recv()
+        except (EOFError, OSError, ConnectionResetError) as exc:
+            raise _WorkerDied(f"{type(exc).__name__}: {exc}") from exc
+
+    def recv(self, timeout_s: Optional[float]) -> Any:
+        status, result = self._recv(timeout_s)
+        if status == "error":
+            raise WorkerError(f"env runner worker {self.worker_index} raised:\n{result}")
+        return result
+
+    def call(self, command: str, *args: Any, timeout_s: Optional[float] = None, **kw: Any) -> Any:
+        self.send(command, *args, **kw)
+        return self.recv(timeout_s)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class EnvRunnerGroup:
+    """Run ``num_env_runners`` env runners in worker processes (0: one local runner).
+
+    Args:
+        num_env_runners: worker processes; 0 runs a local ``MultiAgentEnvRunner``.
+        runner_kwargs: keyword arguments of ``MultiAgentEnvRunner`` (without
+            ``worker_index``, which the group sets: 0 locally, 1..n in workers).
+            For workers they must be picklable (see the module docstring).
+        mp_context: ``"spawn"`` (default) or ``"forkserver"``.
+        sample_timeout_s: how long a worker may take for one call before it is
+            treated as dead and restarted (None: no limit).
+        start_timeout_s: how long a worker may take to start.
+    """
+
+    def __init__(self, num_env_runners: int, runner_kwargs: Mapping[str, Any], *,
+                 mp_context: str = "spawn", sample_timeout_s: Optional[float] = None,
+                 start_timeout_s: float = 300.0) -> None:
+        if isinstance(num_env_runners, bool) or not isinstance(num_env_runners, int) or num_env_runners < 0:
+            raise ValueError(f"num_env_runners must be an int >= 0, got {num_env_runners!r}")
+        if mp_context not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"mp_context must be 'spawn' or 'forkserver' (fork is unsafe with torch), got {mp_context!r}")
+        kwargs = dict(runner_kwargs)
+        if "worker_index" in kwargs:
+            raise ValueError("runner_kwargs must not set worker_index: the group assigns it")
+        self.num_env_runners = num_env_runners
+        self.runner_kwargs = kwargs
+        self.sample_timeout_s = sample_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.num_env_runner_restarts = 0
+        self._weights: Optional[Dict[str, Dict[str, np.ndarray]]] = None
+        self.local_runner: Optional[MultiAgentEnvRunner] = None
+        self._workers: List[Optional[_Worker]] = []
+        if num_env_runners == 0:
+            self.local_runner = MultiAgentEnvRunner(**kwargs, worker_index=0)
+            return
+        self._payload = _check_picklable(kwargs)
+        self._ctx = mp.get_context(mp_context)
+        # Start all processes first, then wait for them: they import torch in parallel.
+        try:
+            self._workers = [_Worker(self._ctx, self._payload, i + 1, start_timeout_s)
+                             for i in range(num_env_runners)]
+            for w in self._workers:
+                w.wait_started()
+        except BaseException:
+            self.stop()
+            raise
+
+    # ---------------------------------------------------------------- workers
+    def _start_worker(self, worker_index: int) -> _Worker:
+        return _Worker(self._ctx, self._payload, worker_index, self.start_timeout_s).wait_started()
+
+    def _restart(self, i: int, reason: str) -> _Worker:
+        old = self._workers[i]
+        logger.warning("env runner worker %d died (%s); restarting it", i + 1, reason)
+        if old is not None:
+            old.kill()
+        worker = self._start_worker(i + 1)
+        if self._weights is not None:
+            worker.call("set_weights", self._weights, timeout_s=self.sample_timeout_s)
+        if old is not None and old.last_lifetime:
+            worker.call("set_state", old.last_lifetime, timeout_s=self.sample_timeout_s)
+            worker.last_lifetime = dict(old.last_lifetime)
+        self._workers[i] = worker
+        self.num_env_runner_restarts += 1
+        return worker
+
+    def _broadcast(self, command: str, *args: Any) -> List[Any]:
+        """Run ``command`` on every worker (restarting dead ones; then retried once)."""
+        for i, w in enumerate(self._workers):
+            try:
+                w.send(command, *args)
+            except _WorkerDied as exc:
+                self._restart(i, str(exc)).send(command, *args)
+        results = []
+        for i, w in enumerate(self._workers):
+            try:
+                results.append(w.recv(self.sample_timeout_s))
+            except _WorkerDied as exc:
+                results.append(self._restart(i, str(exc)).call(
+                    command, *args, timeout_s=self.sample_timeout_s))
+        return results
+
+    @property
+    def num_healthy_workers(self) -> int:
+        return sum(1 for w in self._workers if w is not None and w.process.is_alive())
+
+    # ----------------------------------------------------------------- public
+    def get_spaces(self) -> Dict[str, Any]:
+        """``{module_id: (obs_space, act_space)}`` as the (first) runner sees them."""
+        if self.local_runner is not None:
+            return self.local_runner.get_spaces()
+        return self._call_one(0, "get_spaces")
+
+    def _call_one(self, i: int, command: str, *args: Any) -> Any:
+        try:
+            return self._workers[i].call(command, *args, timeout_s=self.sample_timeout_s)
+        except _WorkerDied as exc:
+            return self._restart(i, str(exc)).call(command, *args, timeout_s=self.sample_timeout_s)
+
+    def sample(self, num_timesteps_total: Optional[int] = None, num_episodes: Optional[int] = None,
+               explore: Optional[bool] = None) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+        """Sample ``num_timesteps_total`` env steps (split over the workers) and merge.
+
+        With ``num_episodes`` each worker runs ``ceil(num_episodes / n)``
+        episodes. Without either, each runner samples its default fragment.
+        """
+        if self.local_runner is not None:
+            batches, metrics = self.local_runner.sample(
+                num_timesteps=num_timesteps_total, num_episodes=num_episodes, explore=explore)
+            metrics["num_env_runner_restarts"] = 0
+            metrics["num_healthy_env_runners"] = 1
+            return batches, metrics
+        n = len(self._workers)
+        calls: List[Dict[str, Any]] = []
+        for i in range(n):
+            kw: Dict[str, Any] = {"explore": explore}
+            if num_timesteps_total is not None:
+                kw["num_timesteps"] = num_timesteps_total // n + (1 if i < num_timesteps_total % n else 0)
+            elif num_episodes is not None:
+                kw["num_episodes"] = -(-num_episodes // n)
+            calls.append(kw)
+        for i, w in enumerate(self._workers):
+            try:
+                w.send("sample", **calls[i])
+            except _WorkerDied as exc:
+                self._restart(i, str(exc)).send("sample", **calls[i])
+        results: List[Tuple[Dict[str, Any], Dict[str, Any]]] = []
+        for i in range(n):
+            try:
+                result = self._workers[i].recv(self.sample_timeout_s)
+            except _WorkerDied as exc:
+                try:
+                    result = self._restart(i, str(exc)).call(
+                        "sample", timeout_s=self.sample_timeout_s, **calls[i])
+                except _WorkerDied as exc2:  # died twice in one call: skip its share
+                    logger.warning("env runner worker %d died again (%s); skipping its samples "
+                                   "for this call", i + 1, exc2)
+                    self._restart(i, str(exc2))
+                    continue
+            batches_i, metrics_i = result
+            self._workers[i].last_lifetime = {
+                k: metrics_i[k] for k in ("num_env_steps_sampled_lifetime",
+                                          "num_agent_steps_sampled_lifetime") if k in metrics_i}
+            results.append(result)
+        batches = merge_batches([b for b, _ in results])
+        metrics = merge_metrics([m for _, m in results])
+        metrics["num_env_runner_restarts"] = self.num_env_runner_restarts
+        metrics["num_healthy_env_runners"] = self.num_healthy_workers
+        return batches, metrics
+
+    def sync_weights(self, weights: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load ``{module_id: state_dict}`` into every runner."""
+        if self.local_runner is not None:
+            self.local_runner.set_weights(weights)
+            return
+        self._weights = {**(self._weights or {}), **_weights_to_numpy(weights)}
+        self._broadcast("set_weights", self._weights)
+
+    def get_weights(self) -> Dict[str, Dict[str, Any]]:
+        if self.local_runner is not None:
+            return self.local_runner.get_weights()
+        return _weights_to_torch(self._call_one(0, "get_weights"))
+
+    def get_state(self) -> Dict[str, Any]:
+        """The first runner's state (weights and connector states are the same on all),
+        with lifetime counters summed over runners."""
+        if self.local_runner is not None:
+            return self.local_runner.get_state()
+        states = self._broadcast("get_state")
+        state = dict(states[0])
+        if "rl_module" in state:
+            state["rl_module"] = _weights_to_torch(state["rl_module"])
+        for key in ("num_env_steps_sampled_lifetime", "num_agent_steps_sampled_lifetime",
+                    "num_episodes_lifetime", "num_env_errors", "num_episodes_dropped_lifetime"):
+            state[key] = int(sum(s.get(key, 0) for s in states))
+        state["num_env_runner_restarts"] = self.num_env_runner_restarts
+        return state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Load weights and connector states into every runner. Lifetime counters are
+        split evenly over the workers, so that merged metrics continue from them."""
+        if self.local_runner is not None:
+            self.local_runner.set_state(state)
+            return
+        n = len(self._workers)
+        per_worker = dict(state)
+        for key in ("num_env_steps_sampled_lifetime", "num_agent_steps_sampled_lifetime",
+                    "num_episodes_lifetime", "num_env_errors", "num_episodes_dropped_lifetime"):
+            if key in state:
+                per_worker[key] = int(state[key]) // n
+        if "rl_module" in state:
+            self._weights = _weights_to_numpy(state["rl_module"])
+            per_worker["rl_module"] = self._weights
+        self.num_env_runner_restarts = int(state.get("num_env_runner_restarts",
+                                                     self.num_env_runner_restarts))
+        self._broadcast("set_state", per_worker)
+
+    def stop(self) -> None:
+        """Stop every worker (or close the local runner's envs)."""
+        if self.local_runner is not None:
+            self.local_runner.stop()
+            return
+        for w in self._workers:
+            if w is None:
+                continue
+            try:
+                w.call("stop", timeout_s=10)
+            except Exception:  # noqa: BLE001 - killed below anyway
+                pass
+            w.kill()
+        self._workers = []
+
+    def __enter__(self) -> "EnvRunnerGroup":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# Merging results of several runners.
+# --------------------------------------------------------------------------
+
+
+def merge_batches(batches: Sequence[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Dict[str, Any]]:
+    """Concatenate per-module batches of several runners.
+
+    Row columns, ``SEQ_LENS`` and the per-segment bootstrap columns are all
+    concatenated in runner order, so segment ``j`` of the result is still
+    described by ``SEQ_LENS[j]`` / ``BOOTSTRAP_OBS[j]``.
+    """
+    merged: Dict[str, Dict[str, Any]] = {}
+    module_ids: List[str] = []
+    for b in batches:
+        for module_id in b:
+            if module_id not in module_ids:
+                module_ids.append(module_id)
+    for module_id in module_ids:
+        parts = [b[module_id] for b in batches if module_id in b]
+        if len(parts) == 1:
+            merged[module_id] = dict(parts[0])
+            continue
+        columns = [c for c in parts[0] if all(c in p for p in parts)]
+        merged[module_id] = {c: concat_nested([p[c] for p in parts]) for c in columns}
+    return merged
+
+
+_SUM_KEYS = ("num_episodes", "num_env_steps_sampled", "num_agent_steps_sampled",
+             "num_env_steps_sampled_lifetime", "num_agent_steps_sampled_lifetime",
+             "num_env_errors", "num_episodes_dropped")
+
+
+def merge_metrics(metrics: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Merge runner metrics: counts summed, means weighted by episode counts."""
+    out: Dict[str, Any] = {}
+    for key in _SUM_KEYS:
+        out[key] = sum(int(m.get(key, 0)) for m in metrics)
+    module_steps: Dict[str, int] = {}
+    for m in metrics:
+        for mid, n in m.get("num_module_steps_sampled", {}).items():
+            module_steps[mid] = module_steps.get(mid, 0) + int(n)
+    out["num_module_steps_sampled"] = module_steps
+    with_eps = [m for m in metrics if m.get("num_episodes", 0) > 0 and "episode_return_mean" in m]
+    if not with_eps:
+        return out
+    weights = np.asarray([m["num_episodes"] for m in with_eps], dtype=np.float64)
+    for key in ("episode_return_mean", "episode_len_mean"):
+        out[key] = float(np.average([m[key] for m in with_eps], weights=weights))
+    out["episode_return_min"] = float(min(m["episode_return_min"] for m in with_eps))
+    out["episode_return_max"] = float(max(m["episode_return_max"] for m in with_eps))
+    for mean_key, count_key in (("agent_episode_return_mean", "agent_episode_count"),
+                                ("module_episode_return_mean", "module_episode_count")):
+        sums: Dict[Any, float] = {}
+        counts: Dict[Any, int] = {}
+        for m in with_eps:
+            for k, mean in m.get(mean_key, {}).items():
+                c = m.get(count_key, {}).get(k, 1)
+                sums[k] = sums.get(k, 0.0) + mean * c
+                counts[k] = counts.get(k, 0) + c
+        out[mean_key] = {k: sums[k] / counts[k] for k in sums}
+        out[count_key] = counts
+    return out
