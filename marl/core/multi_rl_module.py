@@ -20,7 +20,7 @@ from torch import nn
 from marl.core import checkpoint_io as io
 from marl.core.constants import DEFAULT_MODULE_ID, SHARED_ENCODER_ID, ModuleID
 from marl.core.rl_module import RLModule, RLModuleSpec
-from marl.core.spaces_json import space_from_json, space_to_json
+from marl.core.spaces_json import space_from_json
 from marl.core.torch_rl_module import TorchRLModule
 
 
@@ -188,17 +188,11 @@ class MultiRLModule(TorchRLModule):
 
     # ------------------------------------------------------------ checkpoints
     def get_ctor_metadata(self) -> Dict[str, Any]:
-        return {
-            "kind": "multi_rl_module",
-            "format_version": io.FORMAT_VERSION,
-            "class": io.class_path(type(self)),
-            "observation_space": space_to_json(self.observation_space),
-            "action_space": space_to_json(self.action_space),
-            "inference_only": self.inference_only,
-            "model_config": io.config_to_json(self.model_config),
-            "module_ids": list(self.keys()),
-            "non_policy_module_ids": self.non_policy_module_ids,
-        }
+        meta = super().get_ctor_metadata()
+        meta["kind"] = "multi_rl_module"
+        meta["module_ids"] = list(self.keys())
+        meta["non_policy_module_ids"] = self.non_policy_module_ids
+        return meta
 
     def _write_checkpoint(self, directory: Path) -> None:
         io.write_json(directory / io.METADATA_FILE, self.get_ctor_metadata())
