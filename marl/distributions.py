@@ -285,7 +285,7 @@ class TorchCategorical(Distribution):
     def __init__(self, logits: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None) -> None:
         if (logits is None) == (probs is None):
             raise ValueError("TorchCategorical needs exactly one of logits or probs.")
-        self._dist = td.Categorical(logits=logits, probs=probs)
+        self._dist = td.Categorical(logits=logits, probs=probs, validate_args=False)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -448,7 +448,7 @@ class TorchDiagGaussian(Distribution):
         self.loc = loc
         self.scale = scale
         self._event_ndims = int(event_ndims)
-        self._dist = td.Independent(td.Normal(loc, scale), self._event_ndims)
+        self._dist = td.Independent(td.Normal(loc, scale, validate_args=False), self._event_ndims, validate_args=False)
 
     @classmethod
     def from_logits(
@@ -524,8 +524,8 @@ class TorchSquashedGaussian(Distribution):
                 f"TorchSquashedGaussian: need high > low everywhere, got low {low}, high {high}."
             )
         self._event_ndims = int(event_ndims)
-        self._normal = td.Normal(loc, scale)
-        self._dist = td.Independent(self._normal, self._event_ndims)
+        self._normal = td.Normal(loc, scale, validate_args=False)
+        self._dist = td.Independent(self._normal, self._event_ndims, validate_args=False)
 
     @classmethod
     def from_logits(

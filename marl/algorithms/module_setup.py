@@ -22,6 +22,15 @@ def default_policy_mapping_fn(agent_id: Any, episode: Any = None, **kwargs: Any)
     return DEFAULT_MODULE_ID
 
 
+def agent_id_as_module_id(agent_id: Any, episode: Any = None, **kwargs: Any) -> ModuleID:
+    """One module per agent, named after it (``str(agent_id)``).
+
+    Importable from the library so that checkpoints of per-agent and
+    shared-encoder runs store it by import path and load anywhere.
+    """
+    return str(agent_id)
+
+
 def _is_policy_spec(module_id: ModuleID, spec: RLModuleSpec) -> bool:
     if module_id == SHARED_ENCODER_ID:
         return False
@@ -53,7 +62,11 @@ def build_module_spec(
     policies: set,
     module_spaces: Dict[ModuleID, Tuple[gym.Space, gym.Space]],
 ) -> MultiRLModuleSpec:
-    """Fill in the user's (possibly partial) spec for every policy module."""
+    """Fill in the user's (possibly partial) spec for every policy module.
+
+    Policies are built in sorted id order, so weight initialisation under a
+    seed does not depend on set iteration order (``PYTHONHASHSEED``).
+    """
     user = config.rl_module_spec
     default_class = config.get_default_rl_module_class()
     container_class = MultiRLModule
@@ -62,14 +75,14 @@ def build_module_spec(
 
     if user is None or isinstance(user, RLModuleSpec):
         base = user or RLModuleSpec()
-        specs = {mid: base.copy() for mid in policies}
+        specs = {mid: base.copy() for mid in sorted(policies)}
     elif isinstance(user, MultiRLModuleSpec):
         container_class = user.multi_rl_module_class
         load_state_path, modules_to_load = user.load_state_path, user.modules_to_load
         if isinstance(user.rl_module_specs, RLModuleSpec):
-            specs = {mid: user.rl_module_specs.copy() for mid in policies}
+            specs = {mid: user.rl_module_specs.copy() for mid in sorted(policies)}
         elif user.rl_module_specs is None:
-            specs = {mid: RLModuleSpec() for mid in policies}
+            specs = {mid: RLModuleSpec() for mid in sorted(policies)}
         else:
             given = {mid: s.copy() for mid, s in user.rl_module_specs.items()}
             missing = sorted(policies - set(given))
@@ -78,7 +91,7 @@ def build_module_spec(
                     f"policies {missing} have no RLModuleSpec in rl_module_specs "
                     f"(specs given for {sorted(given)})"
                 )
-            specs = {mid: given[mid] for mid in policies}
+            specs = {mid: given[mid] for mid in sorted(policies)}
             extra = {mid: s for mid, s in given.items() if mid not in policies}
         for s in list(specs.values()) + list(extra.values()):
             if s.observation_space is None:

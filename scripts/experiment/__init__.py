@@ -1,0 +1,19 @@
+"""Helpers of the experiment scripts (``scripts/run_marl.py``, ``sweep.py``, ``plot.py``).
+
+One module, one job:
+
+- `cli`: the command line (and ``--config`` files) to one resolved `RunSpec`.
+- `presets`: the default experiment and the per-env defaults it fills in.
+- `policy_setups`: ``shared`` / ``per-agent`` / ``shared-encoder`` module layouts.
+- `algo_config`: a `RunSpec` plus the env's agent ids to an ``AlgorithmConfig``.
+- `run_dir`: the run directory: ``config.yaml``, ``metrics.jsonl``, checkpoint paths.
+- `stopping`: the stop conditions (``--stop-iters`` ...).
+- `progress`: the progress bar and the rich summary tables.
+- `tracking`: Weights & Biases logging (offline by default, never a login prompt).
+- `evaluation`: greedy episodes from a checkpoint, optionally recorded as a GIF.
+- `plotting`: learning curves of one run or of groups of runs (mean and spread).
+- `local_sweep`: wandb sweep YAML files run locally through Optuna.
+
+The scripts put the repository root on ``sys.path`` and import these as
+``scripts.experiment.<module>``.
+"""

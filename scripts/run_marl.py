@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Train or evaluate a multi-agent policy; every run gets its own directory.
+
+With no arguments: IPPO with a shared encoder on MPE simple_spread (3 agents),
+about three minutes on two CPU cores. ``--help`` lists every option;
+``scripts/experiment/`` holds the pieces (one job per module).
+
+    python scripts/run_marl.py
+    python scripts/run_marl.py --policy-setup per-agent --lr=0.0005 --stop-iters 50 --wandb
+    python scripts/run_marl.py --resume runs/<run> --stop-timesteps 400000
+    python scripts/run_marl.py --eval runs/<run> --eval-episodes 3 --render
+
+``main(argv)`` is the whole program and returns what it did (tests and
+``sweep.py`` call it in-process).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from scripts.experiment import cli  # noqa: E402
+from scripts.experiment.run_dir import (  # noqa: E402
+    CHECKPOINT_DIR,
+    RETURN_KEY,
+    STEP_KEY,
+    MetricsLog,
+    create_run_dir,
+    find_checkpoint,
+    find_run_dir,
+    flatten,
+    read_metrics,
+    write_config,
+)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``).
+
+    Returns ``{"run_dir", "checkpoint", "final", "stop_reason", ...}`` after
+    training, or ``{"returns", "gif", ...}`` after ``--eval``. Bad arguments
+    print an argparse-style error naming the argument and exit with status 2.
+    """
+    spec = cli.parse_or_exit(argv)
+    import torch
+
+    torch.set_num_threads(spec.torch_threads)
+    try:
+        if spec.eval is not None:
+            return evaluate(spec)
+        return train(spec)
+    except cli.UsageError as e:
+        cli.usage_error(str(e))
+        raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------- train
+def train(spec: cli.RunSpec) -> Dict[str, Any]:
+    """Build the algorithm, train until a stop condition holds, save, plot, summarise."""
+    from scripts.experiment import plotting, progress, tracking
+    from scripts.experiment.algo_config import algorithm_config_snapshot, build_algorithm_config
+    from scripts.experiment.stopping import StopConditions
+
+    config, setup = build_algorithm_config(spec)  # UsageError on bad values, before any file is written
+    try:
+        algo = config.build()
+    except (ValueError, TypeError, KeyError) as e:  # e.g. a model config that does not fit the env
+        raise cli.UsageError(
+            f"cannot build the algorithm for --env {spec.env} (--policy-setup {spec.policy_setup}, "
+            f"--model-config {spec.model_config}): {type(e).__name__}: {e}"
+        ) from None
+    console = progress.console()
+    try:
+        resume_checkpoint: Optional[Path] = None
+        if spec.resume is not None:
+            run_dir, resume_checkpoint = find_run_dir(spec.resume, "--resume")
+        else:
+            run_dir = create_run_dir(spec.run_dir, spec.env, spec.algo, spec.policy_setup)
+        options = spec.to_dict()
+        options["run_dir"] = str(run_dir)
+        if resume_checkpoint is not None:
+            options["resumed_from"] = str(resume_checkpoint)
+        write_config(run_dir, options, algorithm_config_snapshot(config))
+        checkpoint = run_dir / CHECKPOINT_DIR
+        metrics = MetricsLog(run_dir)
+
+        if resume_checkpoint is not None:
+            try:
+                algo.restore_from_path(str(resume_checkpoint))
+            except Exception as e:  # e.g. options changed on resume so the modules no longer match
+                raise cli.UsageError(
+                    f"argument --resume: checkpoint {str(resume_checkpoint)!r} does not fit the resolved "
+                    f"config (did an override change the modules?): {type(e).__name__}: {e}"
+                ) from None
+            dropped = metrics.truncate_after(algo.iteration)
+            console.print(
+                f"resumed {run_dir} at iteration {algo.iteration}, "
+                f"{algo.get_state()['counters'][STEP_KEY]:,} env steps"
+                + (f" (dropped {dropped} metrics rows written after that checkpoint)" if dropped else "")
+            )
+        history = read_metrics(run_dir)
+        tracker = tracking.start_tracking(spec, run_dir, options, resume_id=_wandb_run_id(run_dir))
+        if isinstance(tracker, tracking.WandbTracker):
+            (run_dir / "wandb_run_id").write_text(tracker.run_id)
+        stop = StopConditions.from_spec(spec)
+        console.print(
+            f"[bold]{spec.algo.upper()}[/bold] / {setup.name} on {spec.env}: modules "
+            f"{', '.join(setup.module_ids)}; stop at {stop.describe()}; run dir {run_dir}"
+        )
+        bar = progress.TrainingProgress(stop, history[-1] if history else None, enabled=spec.progress)
+        session_rows: List[Dict[str, Any]] = []
+        started = time.perf_counter()
+        saved_iteration: Optional[int] = None
+        reason: Optional[str] = stop.reason(history[-1], 0.0) if history else None
+        if reason is not None:
+            console.print(f"[yellow]nothing to do: the run already {reason}; raise the stop conditions[/yellow]")
+        try:
+            while reason is None:
+                row = flatten(algo.train())
+                row["timestamp"] = time.time()
+                metrics.append(row)
+                tracker.log(row)
+                session_rows.append(row)
+                bar.update(row)
+                if spec.checkpoint_every and row["training_iteration"] % spec.checkpoint_every == 0:
+                    algo.save_to_path(str(checkpoint))
+                    saved_iteration = algo.iteration
+                    bar.write(f"checkpoint saved at iteration {row['training_iteration']}: {checkpoint}")
+                reason = stop.reason(row, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            reason = "interrupted (Ctrl-C); the checkpoint holds the last finished iteration"
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        if saved_iteration != algo.iteration or not checkpoint.is_dir():
+            algo.save_to_path(str(checkpoint))
+        rows = read_metrics(run_dir)
+        curve = plotting.plot_run(run_dir)
+        final = rows[-1] if rows else {}
+        tracker.finish(checkpoint, summary={"stop_reason": reason})
+    finally:
+        algo.stop()
+
+    returns = [r[RETURN_KEY] for r in session_rows if isinstance(r.get(RETURN_KEY), (int, float))]
+    console.print(
+        progress.summary_table(
+            title=f"{run_dir.name}: {reason}",
+            rows=rows,
+            session_rows=session_rows,
+            session_seconds=seconds,
+            facts={
+                "run dir": str(run_dir),
+                "setup": f"{spec.algo} / {setup.name}: {', '.join(f'{a}->{m}' for a, m in setup.agent_to_module.items())}",
+                "checkpoint": str(checkpoint),
+                "learning curve": str(curve) if curve else "n/a (no episode finished)",
+            },
+        )
+    )
+    return {
+        "run_dir": run_dir,
+        "checkpoint": checkpoint,
+        "final": final,
+        "stop_reason": reason,
+        "session_seconds": seconds,
+        "first_return": returns[0] if returns else None,
+        "final_return": returns[-1] if returns else None,
+        "iterations_this_session": len(session_rows),
+        "learning_curve": curve,
+    }
+
+
+def _wandb_run_id(run_dir: Path) -> Optional[str]:
+    """The wandb run id a resumed run keeps logging to."""
+    path = run_dir / "wandb_run_id"
+    return path.read_text().strip() or None if path.is_file() else None
+
+
+# ---------------------------------------------------------------------- evaluate
+def evaluate(spec: cli.RunSpec) -> Dict[str, Any]:
+    """Greedy episodes with ``--eval``'s checkpoint; prints their returns, optionally writes a GIF."""
+    from scripts.experiment import progress
+    from scripts.experiment.evaluation import evaluate_checkpoint
+
+    checkpoint = find_checkpoint(spec.eval, "--eval")
+    gif = Path(spec.gif) if spec.gif else checkpoint.resolve().parent / "eval.gif"
+    result = evaluate_checkpoint(checkpoint, spec.eval_episodes, spec.seed, spec.render, gif)
+    console = progress.console()
+    console.print(progress.evaluation_table(f"greedy evaluation of {checkpoint}", result.returns,
+                                            result.lengths, result.agent_returns))
+    mean = sum(result.returns) / len(result.returns)
+    console.print(f"episode returns: {[round(r, 3) for r in result.returns]}  mean {mean:.3f}")
+    if result.gif is not None:
+        console.print(f"GIF written to {result.gif}")
+    return {"checkpoint": checkpoint, "returns": result.returns, "mean_return": mean,
+            "agent_returns": result.agent_returns, "gif": result.gif}
+
+
+if __name__ == "__main__":
+    main()
