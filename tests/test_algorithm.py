@@ -233,3 +233,10 @@ def test_worker_process_env_runners_sample_and_sync():
     for k, v in algo.get_module("p0").get_state().items():
         assert torch.equal(torch.as_tensor(runner_p0[k]), v)
     algo.stop()
+
+
+def test_explore_false_and_bad_log_level_are_refused():
+    with pytest.raises(ConfigError, match="explore=False"):
+        PPOConfig().environment("CartPole-v1").env_runners(explore=False).build()
+    with pytest.raises(ConfigError, match="LOUD"):
+        PPOConfig().environment("CartPole-v1").debugging(log_level="LOUD").build()

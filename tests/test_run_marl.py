@@ -28,13 +28,7 @@ TINY = [
 AGENTS = ["agent_0", "agent_1", "agent_2"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Every test runs in its own directory (runs/ lands there), with wandb offline."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_run_dir")
 
 
 def read_rows(run_dir: Path) -> list:

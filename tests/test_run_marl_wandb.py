@@ -23,12 +23,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_run_dir")
 
 
 def read_offline_run(run_dir: Path) -> Dict[str, Any]:

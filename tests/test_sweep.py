@@ -16,12 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "scripts" / "sweeps"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_run_dir")
 
 
 def write_sweep(path: Path, **overrides) -> Path:

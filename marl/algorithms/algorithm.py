@@ -6,6 +6,7 @@ under RLlib's key names.
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import deque
@@ -44,6 +45,9 @@ class Algorithm:
         config.validate()
         self.config = config
         seed_everything(config.seed)
+        level = "WARNING" if str(config.log_level).upper() == "WARN" else str(config.log_level).upper()
+        for name in ("marl", "envs", "learners"):
+            logging.getLogger(name).setLevel(level)
         self._env_creator = make_env_creator(config.env, config.env_config)
         self.policies, self.policy_mapping_fn = resolve_policies(config)
 
@@ -76,6 +80,7 @@ class Algorithm:
             rollout_fragment_length=self._fragment_length(),
             env_to_module_connector=config.env_to_module_connector,
             seed=config.seed,
+            explore=config.explore,
         )
         self.env_runner_group = EnvRunnerGroup(config.num_env_runners, self._runner_kwargs)
         self.env_runner_group.sync_weights(self.learner_group.get_weights())

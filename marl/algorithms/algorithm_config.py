@@ -48,7 +48,6 @@ class AlgorithmConfig:
         self.rollout_fragment_length: Union[int, str] = "auto"
         self.env_to_module_connector: Optional[Callable] = None
         self.explore = True
-        self.restart_failed_env_runners = True
         # multi-agent
         self.policies: Optional[Collection[str]] = None
         self.policy_mapping_fn: Optional[Callable] = None
@@ -120,7 +119,7 @@ class AlgorithmConfig:
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
-             "env_to_module_connector", "explore", "restart_failed_env_runners"},
+             "env_to_module_connector", "explore"},
             kwargs,
         )
 
@@ -214,6 +213,13 @@ class AlgorithmConfig:
                 "multi_agent(policy_mapping_fn=lambda agent_id, episode, **kw: ...) so every "
                 "agent is mapped to one of them"
             )
+        if not self.explore:
+            raise ConfigError(
+                "explore=False: PPO and VPG learn on-policy from sampled actions and their "
+                "log-probabilities; keep explore=True (evaluation() runs greedily by itself)"
+            )
+        if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"log_level={self.log_level!r}: expected DEBUG, INFO, WARN, ERROR or CRITICAL")
         if self.evaluation_duration_unit not in ("episodes", "timesteps"):
             raise ConfigError(
                 f"evaluation_duration_unit={self.evaluation_duration_unit!r}: expected 'episodes' or 'timesteps'"
