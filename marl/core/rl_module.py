@@ -130,10 +130,16 @@ class RLModule:
         return bool(self.get_initial_state())
 
     def get_state(self, inference_only: bool = False) -> Dict[str, Any]:
-        raise NotImplementedError
+        """Weights as ``{name: tensor}``; framework subclasses implement it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no framework state; subclass TorchRLModule"
+        )
 
     def set_state(self, state: Dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Load what :meth:`get_state` returned; framework subclasses implement it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no framework state; subclass TorchRLModule"
+        )
 
     def as_multi_rl_module(self):
         """Wrap this module in a ``MultiRLModule`` under ``DEFAULT_MODULE_ID``."""
