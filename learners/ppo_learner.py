@@ -57,9 +57,10 @@ class PPOTorchLearner(TorchLearner):
 
     def build_train_batches(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, Dict[str, Any]]:
         cfg = self.config
-        values = flat_and_bootstrap_values(
-            self.module, samples, max_seq_len=20
-        ) if samples else {}
+        # Value-pass sequences start from recorded states, so any length is exact;
+        # the modules' own max_seq_len keeps memory like the training pass.
+        seq_len = max((max_seq_len_of(self.module[mid]) for mid in samples), default=20)
+        values = flat_and_bootstrap_values(self.module, samples, max_seq_len=seq_len) if samples else {}
         batches = {}
         for mid, b in samples.items():
             vf, boot = values[mid]

@@ -164,7 +164,7 @@ def test_restore_one_module_component_into_a_running_algorithm(tmp_path):
     source.train()
     ckpt = source.save_to_path(str(tmp_path / "ckpt"))
     target = two_policy_config(seed=2).build()
-    p1_before = flat_p = torch.cat([p.flatten() for p in target.get_module("p1").parameters()]).clone()
+    p1_before = torch.cat([p.flatten() for p in target.get_module("p1").parameters()]).clone()
     target.restore_from_path(
         str(Path(ckpt) / "learner_group/learner/rl_module/p0"),
         component="learner_group/learner/rl_module/p0",

@@ -187,7 +187,6 @@ def test_ppo_refuses_modules_without_value_function_naming_the_api():
         learner.update_from_samples({"p0": fake_samples()})
     assert "VPG" in str(err.value)
     vpg = VPGTorchLearner(config=VPGConfig(), module_spec=spec)
-    before = snapshot(vpg.module if vpg._module else spec.build())
     vpg.build()
     enc_before = snapshot(vpg.module[SHARED_ENCODER_ID])
     vpg.update_from_samples({"p0": fake_samples()})
