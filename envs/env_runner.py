@@ -200,14 +200,21 @@ class _ActionAdapter:
     """Turns a batch of module actions into one env action per row.
 
     Discrete / MultiDiscrete: the space's ``start`` is added (distributions
-    produce 0-based indices). Box: clipped to the bounds (the unclipped action
-    is what the batch records, so ``ACTION_LOGP`` matches it). Dict / Tuple:
-    per component.
+    produce 0-based indices). Box, as RLlib's ``normalize_actions`` /
+    ``clip_actions`` say: with ``normalize_actions`` a bounded float Box reads
+    module actions as living in [-1, 1] and maps them linearly onto
+    [low, high] (then clips), so a unit-variance Gaussian explores the whole
+    range whatever the env's scale; otherwise ``clip_actions`` clips to the
+    bounds and without either the raw action goes to the env. The batch always
+    records the module's own action, so ``ACTION_LOGP`` matches it.
+    Dict / Tuple: per component.
     """
 
-    def __init__(self, space: Optional[gym.Space]) -> None:
+    def __init__(self, space: Optional[gym.Space], normalize_actions: bool = True,
+                 clip_actions: bool = False) -> None:
         self.space = space
         self.kind = "raw"
+        self.scale: Optional[np.ndarray] = None
         if isinstance(space, gym.spaces.Discrete):
             self.kind = "discrete"
             self.start = int(space.start)
@@ -220,13 +227,17 @@ class _ActionAdapter:
             self.low = space.low
             self.high = space.high
             self.dtype = space.dtype
-            self.clip = bool(np.any(np.isfinite(space.low)) or np.any(np.isfinite(space.high)))
+            bounded = bool(np.all(space.bounded_below) and np.all(space.bounded_above))
+            if normalize_actions and bounded and np.issubdtype(space.dtype, np.floating):
+                self.scale = ((space.high - space.low) / 2.0).astype(np.float64)
+            self.clip = self.scale is not None or bool(clip_actions)
         elif isinstance(space, gym.spaces.Dict):
             self.kind = "dict"
-            self.children = {k: _ActionAdapter(s) for k, s in space.spaces.items()}
+            self.children = {k: _ActionAdapter(s, normalize_actions, clip_actions)
+                             for k, s in space.spaces.items()}
         elif isinstance(space, gym.spaces.Tuple):
             self.kind = "tuple"
-            self.children = tuple(_ActionAdapter(s) for s in space.spaces)
+            self.children = tuple(_ActionAdapter(s, normalize_actions, clip_actions) for s in space.spaces)
 
     def env_format_array(self, actions: Any) -> Any:
         """Batched env-format actions (start added); Box NOT clipped (for PREV_ACTIONS)."""
@@ -250,6 +261,8 @@ class _ActionAdapter:
             # many envs call on every action) is ~2x slower on Python ints.
             return list(actions)
         if kind == "box":
+            if self.scale is not None:  # [-1, 1] -> [low, high]
+                actions = self.low + (np.asarray(actions, np.float64) + 1.0) * self.scale
             if self.clip:
                 actions = np.clip(actions, self.low, self.high)
             return list(actions.astype(self.dtype, copy=False))
@@ -352,12 +365,12 @@ class _ModuleInfo:
                  "prev_action_store", "prev_reward_store")
 
     def __init__(self, module_id: str, module: RLModule, pipeline: _Pipeline, num_envs: int,
-                 num_slots: int, capacity: int) -> None:
+                 num_slots: int, capacity: int, adapter: _ActionAdapter) -> None:
         self.module_id = module_id
         self.module = module
         self.pipeline = pipeline
         self.buffer = ModuleStepBuffer(capacity)
-        self.adapter = _ActionAdapter(module.action_space)
+        self.adapter = adapter
         # Rewards of the current step, added to the buffer in one vectorised op.
         self.step_rows: List[int] = []
         self.step_rewards: List[float] = []
@@ -575,6 +588,9 @@ class MultiAgentEnvRunner:
         seed: Optional[int] = None,
         worker_index: int = 0,
         explore: bool = True,
+        normalize_actions: bool = True,
+        clip_actions: bool = False,
+        metrics_num_episodes: Optional[int] = None,
     ) -> None:
         if not callable(env_creator):
             raise TypeError(f"env_creator must be callable (env_config -> env), got {env_creator!r}")
@@ -593,6 +609,11 @@ class MultiAgentEnvRunner:
         self.seed = seed
         self.worker_index = int(worker_index)
         self.explore = bool(explore)
+        self.normalize_actions = bool(normalize_actions)
+        self.clip_actions = bool(clip_actions)
+        # Episode statistics of a call cover at most its latest N episodes
+        # (RLlib: metrics_num_episodes_for_smoothing / number of runners).
+        self.metrics_num_episodes = None if metrics_num_episodes is None else max(1, int(metrics_num_episodes))
 
         self._envs: List[_EnvState] = [
             _EnvState(i, self._create_env()) for i in range(num_envs)
@@ -898,7 +919,9 @@ class MultiAgentEnvRunner:
             info = _ModuleInfo(
                 module_id, self.module[module_id], pipeline, self.num_envs,
                 max(len(st.agents), 1),
-                capacity=self.rollout_fragment_length * self.num_envs)
+                capacity=self.rollout_fragment_length * self.num_envs,
+                adapter=_ActionAdapter(self.module[module_id].action_space,
+                                       self.normalize_actions, self.clip_actions))
             self._modules[module_id] = info
             if module_id in self._pending_connector_states:
                 _set_pipeline_state(pipeline, self._pending_connector_states.pop(module_id))
@@ -1347,7 +1370,12 @@ class MultiAgentEnvRunner:
             "num_env_errors": self._num_env_errors,
             "num_episodes_dropped": self._num_episodes_dropped_call,
         }
-        metrics.update(episode_metrics(self._completed))
+        counted = self._completed
+        if self.metrics_num_episodes is not None:
+            counted = counted[-self.metrics_num_episodes:]
+        if counted:
+            metrics["num_episodes_for_metrics"] = len(counted)
+        metrics.update(episode_metrics(counted))
         return metrics
 
 

@@ -463,7 +463,8 @@ def merge_metrics(metrics: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     with_eps = [m for m in metrics if m.get("num_episodes", 0) > 0 and "episode_return_mean" in m]
     if not with_eps:
         return out
-    weights = np.asarray([m["num_episodes"] for m in with_eps], dtype=np.float64)
+    out["num_episodes_for_metrics"] = sum(int(m.get("num_episodes_for_metrics", m["num_episodes"])) for m in with_eps)
+    weights = np.asarray([m.get("num_episodes_for_metrics", m["num_episodes"]) for m in with_eps], dtype=np.float64)
     for key in ("episode_return_mean", "episode_len_mean"):
         out[key] = float(np.average([m[key] for m in with_eps], weights=weights))
     out["episode_return_min"] = float(min(m["episode_return_min"] for m in with_eps))

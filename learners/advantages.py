@@ -78,3 +78,32 @@ def compute_returns_to_go(
         running = rewards[t] + gamma * running
         returns[t] = running
     return returns.astype(np.float32)
+
+
+def bootstrap_step_advantages(
+    values: np.ndarray,            # [N]  V(s_t) of the real steps
+    advantages: np.ndarray,        # [N]  their GAE advantages
+    seq_lens: np.ndarray,          # [S]
+    bootstrap_values: np.ndarray,  # [S]  V of the observation after each segment
+    gamma: float,
+    lambda_: float,
+) -> np.ndarray:
+    """The advantages RLlib computes for its extra bootstrap step after each segment.
+
+    RLlib's learner appends one artificial step to every segment (the next
+    observation, reward 0, no done flag, masked out of the loss) so one value
+    pass also yields the bootstrap values. Its GAE then runs over the
+    elongated rows, and the artificial step's residual reads the value (and
+    the running advantage) of the row after it: the next segment's first
+    step, or nothing after the last segment. These values never enter the
+    loss, but RLlib standardises advantages with statistics over all rows,
+    artificial ones included; this returns them so the same statistics can
+    be formed (``[S]``).
+    """
+    starts = np.concatenate([[0], np.cumsum(seq_lens)[:-1]]).astype(np.int64)
+    next_value = np.zeros(len(seq_lens), dtype=np.float64)
+    next_adv = np.zeros(len(seq_lens), dtype=np.float64)
+    if len(seq_lens) > 1:
+        next_value[:-1] = values[starts[1:]]
+        next_adv[:-1] = advantages[starts[1:]]
+    return gamma * next_value - np.asarray(bootstrap_values, np.float64) + gamma * lambda_ * next_adv

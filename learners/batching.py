@@ -91,12 +91,15 @@ def iter_minibatches(
     minibatch_sizes: Dict[ModuleID, int],
     num_epochs: int,
     generator: torch.Generator,
+    shuffle: bool = True,
 ) -> Iterator[Dict[ModuleID, Dict[str, torch.Tensor]]]:
-    """Shuffled minibatches in which every module takes part in every step.
+    """Minibatches in which every module takes part in every step.
 
     Each epoch splits every module's rows into the same number of minibatches
     (set by the largest module), so a summed multi-module loss — and a shared
-    encoder's single optimizer step — always sees all modules.
+    encoder's single optimizer step — always sees all modules. With
+    ``shuffle`` each epoch draws a new permutation; without it rows keep
+    their sampled order.
     """
     sizes = {mid: leading_dim(step_columns(b)) for mid, b in batches.items()}
     sizes = {mid: n for mid, n in sizes.items() if n > 0}
@@ -105,7 +108,7 @@ def iter_minibatches(
     num_mb = max(int(np.ceil(n / max(1, minibatch_sizes[mid]))) for mid, n in sizes.items())
     for _ in range(num_epochs):
         splits = {
-            mid: torch.tensor_split(torch.randperm(n, generator=generator), num_mb)
+            mid: torch.tensor_split(torch.randperm(n, generator=generator) if shuffle else torch.arange(n), num_mb)
             for mid, n in sizes.items()
         }
         for i in range(num_mb):

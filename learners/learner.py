@@ -65,6 +65,7 @@ class TorchLearner(Learner):
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self._optimizer_modules: Dict[str, List[ModuleID]] = {}
         self._metrics: Dict[ModuleID, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+        self._last_minibatch_metrics: Dict[ModuleID, Dict[str, float]] = {}
         self._generator = torch.Generator()
         self._generator.manual_seed(int(getattr(config, "seed", None) or 0))
         self.shared_optimizer = False
@@ -214,12 +215,16 @@ class TorchLearner(Learner):
                 mb = max(1, mb // b[Columns.LOSS_MASK].shape[1])
             sizes[mid] = mb
         num_steps = 0
-        for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator):
+        shuffle = bool(getattr(self.config, "shuffle_batch_per_epoch", True)) and num_epochs > 1
+        for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle):
             self._update_minibatch(minibatch)
             num_steps += 1
         results: Dict[str, Any] = {}
+        last_values: Dict[ModuleID, Dict[str, float]] = {}
         for mid, stats in self._metrics.items():
             results[mid] = {k: float(np.mean([float(v) for v in vs])) for k, vs in stats.items()}
+            last_values[mid] = {k: float(vs[-1]) for k, vs in stats.items() if vs}
+        self._last_minibatch_metrics = last_values
         for mid, b in batch.items():
             results.setdefault(mid, {})["num_module_steps_trained"] = int(
                 b[Columns.LOSS_MASK].sum() if Columns.LOSS_MASK in b else leading_dim(b[Columns.ACTIONS])
@@ -273,7 +278,11 @@ class TorchLearner(Learner):
         raise ValueError(f"grad_clip_by={by!r}; expected 'global_norm', 'norm' or 'value'")
 
     def after_update(self, results: Dict[str, Any]) -> None:
-        """Hook for per-update bookkeeping (e.g. PPO's adaptive KL coefficient)."""
+        """Hook for per-update bookkeeping (e.g. PPO's adaptive KL coefficient).
+
+        ``results`` holds per-module means over the update's minibatches;
+        ``self._last_minibatch_metrics`` the values of its last minibatch.
+        """
 
     # -------------------------------------------- algorithm-specific preparation
     def build_train_batches(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, Dict[str, Any]]:

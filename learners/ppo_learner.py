@@ -1,7 +1,7 @@
 """PPO's loss (clipped surrogate, value loss, entropy, adaptive KL penalty)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -10,7 +10,7 @@ from marl.core.apis import ValueFunctionAPI
 from marl.core.columns import Columns
 from marl.core.constants import ModuleID
 
-from learners.advantages import compute_gae
+from learners.advantages import bootstrap_step_advantages, compute_gae
 from learners.batching import chunk_into_sequences
 from learners.learner import TorchLearner
 from learners.value_estimates import flat_and_bootstrap_values
@@ -24,8 +24,67 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def standardize(x: np.ndarray) -> np.ndarray:
-    return ((x - x.mean()) / max(float(x.std()), 1e-4)).astype(np.float32)
+def ppo_loss(
+    *,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    value_targets: torch.Tensor,
+    old_values: Optional[torch.Tensor],
+    entropy: torch.Tensor,
+    kl: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
+    clip_param: float,
+    vf_clip_param: Optional[float],
+    value_clip_param: Optional[float],
+    vf_loss_coeff: float,
+    entropy_coeff: float,
+    kl_coeff: float,
+) -> Dict[str, torch.Tensor]:
+    """PPO's loss terms, exactly as RLlib's ``PPOTorchLearner`` forms them.
+
+    Kept free of modules and configs so its semantics are pinned by unit
+    tests against a hand computation:
+
+    - surrogate ``min(r * A, clip(r, 1 - clip_param, 1 + clip_param) * A)``;
+    - value loss: the squared error clamped to ``[0, vf_clip_param]`` (RLlib's
+      meaning: it bounds each sample's value loss; ``None`` leaves it
+      unbounded). With ``value_clip_param`` (marl's own key) the prediction
+      is first held within that distance of the sampling-time prediction,
+      PPO2-style (the larger of the clipped and unclipped errors);
+    - ``total = mean(-surrogate + vf_loss_coeff * vf - entropy_coeff * H)
+      + kl_coeff * mean(KL(old || new))`` (the KL term only when ``kl`` is given).
+
+    Returns ``total_loss``, ``policy_loss``, ``vf_loss`` (clamped),
+    ``vf_loss_unclipped``, ``entropy``, ``mean_kl_loss`` and the ``ratio``.
+    """
+    ratio = torch.exp(logp - old_logp)
+    surrogate = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip_param, 1 + clip_param) * advantages)
+    vf_error = (values - value_targets) ** 2
+    if value_clip_param is not None and old_values is not None:
+        clipped = old_values + torch.clamp(values - old_values, -value_clip_param, value_clip_param)
+        vf_error = torch.maximum(vf_error, (clipped - value_targets) ** 2)
+    vf_error_clamped = vf_error if vf_clip_param is None else torch.clamp(vf_error, 0.0, vf_clip_param)
+    total = masked_mean(-surrogate + vf_loss_coeff * vf_error_clamped - entropy_coeff * entropy, mask)
+    mean_kl = masked_mean(kl, mask) if kl is not None else torch.zeros((), device=logp.device)
+    if kl is not None:
+        total = total + kl_coeff * mean_kl
+    return {
+        "total_loss": total,
+        "policy_loss": -masked_mean(surrogate, mask),
+        "vf_loss": masked_mean(vf_error_clamped, mask),
+        "vf_loss_unclipped": masked_mean(vf_error, mask),
+        "entropy": masked_mean(entropy, mask),
+        "mean_kl_loss": mean_kl,
+        "ratio": ratio,
+    }
+
+
+def standardize(x: np.ndarray, extra: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(x - mean) / max(std, 1e-4)``; statistics over ``x`` and, if given, ``extra`` rows too."""
+    pool = x if extra is None else np.concatenate([np.asarray(x, np.float64), extra])
+    return ((x - pool.mean()) / max(float(pool.std()), 1e-4)).astype(np.float32)
 
 
 def max_seq_len_of(module: Any, default: int = 20) -> int:
@@ -74,7 +133,12 @@ class PPOTorchLearner(TorchLearner):
                 lambda_=cfg.lambda_,
             )
             if cfg.normalize_advantages:
-                adv = standardize(adv)
+                extra = None
+                if getattr(cfg, "_rllib_bootstrap_step_stats", False):
+                    extra = bootstrap_step_advantages(
+                        vf.astype(np.float64), adv.astype(np.float64), np.asarray(b[Columns.SEQ_LENS]),
+                        boot.astype(np.float64), cfg.gamma, cfg.lambda_)
+                adv = standardize(adv, extra)
             batches[mid] = finish_train_batch(
                 self.module[mid], b,
                 {Columns.ADVANTAGES: adv, Columns.VALUE_TARGETS: targets, Columns.VF_PREDS: vf.astype(np.float32)},
@@ -88,51 +152,39 @@ class PPOTorchLearner(TorchLearner):
         module = self.module[module_id]
         dist_cls = module.get_train_action_dist_cls()
         dist = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        old_dist = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
-        logp = dist.logp(batch[Columns.ACTIONS])
-        ratio = torch.exp(logp - batch[Columns.ACTION_LOGP])
-        adv = batch[Columns.ADVANTAGES]
-        surrogate = torch.minimum(
-            ratio * adv, torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param) * adv
-        )
-        policy_loss = -masked_mean(surrogate, mask)
-
+        old_dist = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
         if Columns.VF_PREDS in fwd_out:
             values = fwd_out[Columns.VF_PREDS]
         else:
             values = module.compute_values(batch, fwd_out.get(Columns.EMBEDDINGS))
-        targets = batch[Columns.VALUE_TARGETS]
-        vf_error = (values - targets) ** 2
-        if config.vf_clip_param is not None:
-            # PPO2-style value clipping: the new prediction may move at most
-            # vf_clip_param away from the sampling-time one (a trust region
-            # on values); unlike clamping the squared error it keeps gradients.
-            old = batch[Columns.VF_PREDS]
-            clipped = old + torch.clamp(values - old, -config.vf_clip_param, config.vf_clip_param)
-            vf_error = torch.maximum(vf_error, (clipped - targets) ** 2)
-        vf_loss = masked_mean(vf_error, mask)
-
-        entropy = masked_mean(dist.entropy(), mask)
-        kl = masked_mean(old_dist.kl(dist), mask)
         kl_coeff = self.kl_coeffs.get(module_id, config.kl_coeff)
-        total = (
-            policy_loss
-            + config.vf_loss_coeff * vf_loss
-            - config.entropy_coeff * entropy
-            + (kl_coeff * kl if config.use_kl_loss else 0.0)
+        terms = ppo_loss(
+            logp=dist.logp(batch[Columns.ACTIONS]),
+            old_logp=batch[Columns.ACTION_LOGP],
+            advantages=batch[Columns.ADVANTAGES],
+            values=values,
+            value_targets=batch[Columns.VALUE_TARGETS],
+            old_values=batch.get(Columns.VF_PREDS),
+            entropy=dist.entropy(),
+            kl=old_dist.kl(dist) if config.use_kl_loss else None,
+            mask=mask,
+            clip_param=config.clip_param,
+            vf_clip_param=config.vf_clip_param,
+            value_clip_param=getattr(config, "value_clip_param", None),
+            vf_loss_coeff=config.vf_loss_coeff,
+            entropy_coeff=config.entropy_coeff,
+            kl_coeff=kl_coeff,
         )
+        total = terms.pop("total_loss")
         with torch.no_grad():
+            ratio = terms.pop("ratio")
             clip_fraction = masked_mean(((ratio - 1).abs() > config.clip_param).float(), mask)
-            explained_var = 1 - torch.var(batch[Columns.VALUE_TARGETS] - values) / torch.var(
-                batch[Columns.VALUE_TARGETS]
-            ).clamp_min(1e-8)
+            targets = batch[Columns.VALUE_TARGETS]
+            explained_var = 1 - torch.var(targets - values) / torch.var(targets).clamp_min(1e-8)
         self.register_metrics(
             module_id,
             {
-                "policy_loss": policy_loss.detach(),
-                "vf_loss": vf_loss.detach(),
-                "entropy": entropy.detach(),
-                "mean_kl_loss": kl.detach(),
+                **{k: v.detach() for k, v in terms.items()},
                 "total_loss": total.detach(),
                 "clip_fraction": clip_fraction,
                 "vf_explained_var": explained_var,
@@ -142,13 +194,19 @@ class PPOTorchLearner(TorchLearner):
         return total
 
     def after_update(self, results: Dict[str, Any]) -> None:
-        """Adapt each module's KL coefficient towards ``kl_target`` (RLlib's rule)."""
+        """Adapt each module's KL coefficient towards ``kl_target`` (RLlib's rule).
+
+        Like RLlib, the KL compared with the target is the one of the update's
+        last minibatch (RLlib logs it with ``window=1`` and peeks at it), not
+        the mean over the update.
+        """
         if not self.config.use_kl_loss:
             return
         for mid, stats in results.items():
-            if "mean_kl_loss" not in stats:
+            last = self._last_minibatch_metrics.get(mid, {})
+            if "mean_kl_loss" not in last:
                 continue
-            kl = stats["mean_kl_loss"]
+            kl = last["mean_kl_loss"]
             if kl > 2.0 * self.config.kl_target:
                 self.kl_coeffs[mid] *= 1.5
             elif kl < 0.5 * self.config.kl_target:

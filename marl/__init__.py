@@ -39,6 +39,7 @@ _HOMES = {
     "TorchMultiDistribution": "marl.distributions",
     # connectors
     "FlattenObservations": "marl.connectors",
+    "MeanStdFilter": "marl.connectors",
     # algorithms
     "AlgorithmConfig": "marl.algorithms",
     "Algorithm": "marl.algorithms",

@@ -19,8 +19,6 @@ from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError
 from marl.algorithms.module_setup import build_module_spec, resolve_policies
 from marl.core.constants import DEFAULT_MODULE_ID, ModuleID
 
-#: Episodes over which the reported episode-return metrics are averaged.
-SMOOTHING_EPISODES = 100
 
 
 def seed_everything(seed: Optional[int]) -> None:
@@ -81,6 +79,10 @@ class Algorithm:
             env_to_module_connector=config.env_to_module_connector,
             seed=config.seed,
             explore=config.explore,
+            normalize_actions=config.normalize_actions,
+            clip_actions=config.clip_actions,
+            metrics_num_episodes=int(np.ceil(config.metrics_num_episodes_for_smoothing
+                                             / max(1, config.num_env_runners))),
         )
         self.env_runner_group = EnvRunnerGroup(config.num_env_runners, self._runner_kwargs)
         self.env_runner_group.sync_weights(self.learner_group.get_weights())
@@ -93,7 +95,7 @@ class Algorithm:
             "num_env_steps_trained_lifetime": 0,
             "num_episodes_lifetime": 0,
         }
-        self._episode_window: deque = deque(maxlen=SMOOTHING_EPISODES)
+        self._episode_window: deque = deque(maxlen=config.metrics_num_episodes_for_smoothing)
 
     def _fragment_length(self) -> int:
         cfg = self.config
@@ -157,55 +159,78 @@ class Algorithm:
         return result
 
     def _record_episodes(self, metrics: Dict[str, Any]) -> None:
-        """Keep this iteration's episode statistics for the smoothing window."""
+        """Keep this iteration's episode statistics for the smoothed (cross-iteration) window."""
         n = int(metrics.get("num_episodes", 0))
         self._counters["num_episodes_lifetime"] += n
         if n == 0 or "episode_return_mean" not in metrics:
             return
+        counted = int(metrics.get("num_episodes_for_metrics", n))
         self._episode_window.append(
             {
-                "n": n,
+                "n": counted,
                 "return_mean": float(metrics["episode_return_mean"]),
                 "return_min": float(metrics["episode_return_min"]),
                 "return_max": float(metrics["episode_return_max"]),
                 "len_mean": float(metrics.get("episode_len_mean", float("nan"))),
-                "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", n),
-                "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", n),
+                "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", counted),
+                "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", counted),
             }
         )
 
     def _window(self) -> list:
-        """The latest iterations that together hold about SMOOTHING_EPISODES episodes."""
+        """The latest iterations that together hold about metrics_num_episodes_for_smoothing episodes."""
+        limit = self.config.metrics_num_episodes_for_smoothing
         chosen, total = [], 0
         for entry in reversed(self._episode_window):
-            if chosen and total + entry["n"] > SMOOTHING_EPISODES:
+            if chosen and total + entry["n"] > limit:
                 break
             chosen.append(entry)
             total += entry["n"]
         return chosen
 
     def _env_runner_results(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        """Runner counters plus episode returns smoothed over the recent window
-        (RLlib reports returns over its last 100 episodes the same way)."""
+        """Runner counters, this iteration's episode statistics and the smoothed ones.
+
+        ``episode_return_mean`` (min, max, ``episode_len_mean``,
+        ``agent_episode_returns_mean``, ``module_episode_returns_mean``) keep
+        RLlib 2.60's meaning: the episodes completed in this iteration, at
+        most the latest ``metrics_num_episodes_for_smoothing``; absent when
+        none completed. RLlib's stopping thresholds are defined on these.
+        ``smoothed_*`` (marl's own) average the latest
+        ``metrics_num_episodes_for_smoothing`` episodes across iterations: a
+        steadier curve for plots and stopping rules.
+        """
         out = {
             k: v
             for k, v in metrics.items()
-            if not isinstance(v, (list, dict)) and not k.startswith("episode_return") and k != "episode_len_mean"
+            if not isinstance(v, (list, dict)) and not k.startswith("episode_return")
+            and k not in ("episode_len_mean", "num_episodes_for_metrics")
         }
         out["num_module_steps_sampled"] = dict(metrics.get("num_module_steps_sampled", {}))
         out["num_env_steps_sampled_lifetime"] = self._counters["num_env_steps_sampled_lifetime"]
         out["num_episodes_lifetime"] = self._counters["num_episodes_lifetime"]
         out["num_episodes"] = int(metrics.get("num_episodes", 0))
+        if out["num_episodes"] and "episode_return_mean" in metrics:
+            n = int(metrics.get("num_episodes_for_metrics", out["num_episodes"]))
+            out.update(
+                episode_return_mean=float(metrics["episode_return_mean"]),
+                episode_return_min=float(metrics["episode_return_min"]),
+                episode_return_max=float(metrics["episode_return_max"]),
+                episode_len_mean=float(metrics.get("episode_len_mean", float("nan"))),
+                agent_episode_returns_mean=_pooled_means(
+                    [_means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", n)]),
+                module_episode_returns_mean=_pooled_means(
+                    [_means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", n)]),
+            )
         window = self._window()
         if window:
             weights = np.asarray([e["n"] for e in window], dtype=np.float64)
             out.update(
-                episode_return_mean=float(np.average([e["return_mean"] for e in window], weights=weights)),
-                episode_return_min=float(min(e["return_min"] for e in window)),
-                episode_return_max=float(max(e["return_max"] for e in window)),
-                episode_len_mean=float(np.average([e["len_mean"] for e in window], weights=weights)),
-                agent_episode_returns_mean=_pooled_means([e["agents"] for e in window]),
-                module_episode_returns_mean=_pooled_means([e["modules"] for e in window]),
+                smoothed_episode_return_mean=float(np.average([e["return_mean"] for e in window], weights=weights)),
+                smoothed_episode_len_mean=float(np.average([e["len_mean"] for e in window], weights=weights)),
+                smoothed_agent_episode_returns_mean=_pooled_means([e["agents"] for e in window]),
+                smoothed_module_episode_returns_mean=_pooled_means([e["modules"] for e in window]),
+                smoothed_num_episodes=int(weights.sum()),
             )
         return out
 
@@ -218,6 +243,7 @@ class Algorithm:
             kwargs = dict(self._runner_kwargs)
             kwargs["seed"] = None if cfg.seed is None else cfg.seed + 10_000
             kwargs["worker_index"] = 0
+            kwargs["metrics_num_episodes"] = None  # evaluation averages every episode it ran
             self._eval_runner = MultiAgentEnvRunner(**kwargs)
         self._eval_runner.set_weights(self.learner_group.get_weights())
         if cfg.evaluation_duration_unit == "episodes":
@@ -262,7 +288,8 @@ class Algorithm:
         self.iteration = int(state["iteration"])
         self._time_total = float(state.get("time_total_s", 0.0))
         self._counters.update(state["counters"])
-        self._episode_window = deque(state.get("episode_window", []), maxlen=SMOOTHING_EPISODES)
+        self._episode_window = deque(state.get("episode_window", []),
+                                     maxlen=self.config.metrics_num_episodes_for_smoothing)
 
     def sync_weights_to_env_runners(self) -> None:
         self.env_runner_group.sync_weights(self.learner_group.get_weights())

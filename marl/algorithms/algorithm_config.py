@@ -48,6 +48,9 @@ class AlgorithmConfig:
         self.rollout_fragment_length: Union[int, str] = "auto"
         self.env_to_module_connector: Optional[Callable] = None
         self.explore = True
+        # RLlib's action handling: module actions of a bounded Box live in [-1, 1].
+        self.normalize_actions = True
+        self.clip_actions = False
         # multi-agent
         self.policies: Optional[Collection[str]] = None
         self.policy_mapping_fn: Optional[Callable] = None
@@ -56,12 +59,14 @@ class AlgorithmConfig:
         self.rl_module_spec: Any = None
         self.model_config: Any = None
         # training (common)
-        self.lr = 3e-4
+        # RLlib's AlgorithmConfig defaults (algorithms override them as RLlib's do).
+        self.lr = 1e-3
         self.gamma = 0.99
         self.train_batch_size_per_learner = 4000
-        self.minibatch_size: Optional[int] = 128
-        self.num_epochs = 10
-        self.grad_clip: Optional[float] = 0.5
+        self.minibatch_size: Optional[int] = None
+        self.num_epochs = 1
+        self.shuffle_batch_per_epoch = False
+        self.grad_clip: Optional[float] = None
         self.grad_clip_by = "global_norm"
         self.learner_class: Optional[type] = None
         self.normalize_advantages = True
@@ -74,6 +79,8 @@ class AlgorithmConfig:
         self.evaluation_duration = 10
         self.evaluation_duration_unit = "episodes"
         self.evaluation_explore = False
+        # reporting
+        self.metrics_num_episodes_for_smoothing = 100
         # debugging
         self.seed: Optional[int] = None
         self.log_level = "WARN"
@@ -115,11 +122,18 @@ class AlgorithmConfig:
         return self
 
     def env_runners(self, **kwargs: Any) -> "AlgorithmConfig":
-        """num_env_runners, num_envs_per_env_runner, rollout_fragment_length, env_to_module_connector, explore."""
+        """num_env_runners, num_envs_per_env_runner, rollout_fragment_length, env_to_module_connector,
+        explore, normalize_actions, clip_actions.
+
+        ``normalize_actions`` (RLlib's default True): a bounded float Box action
+        space is seen by the module as [-1, 1] and rescaled to [low, high] on the
+        way to the env. ``clip_actions`` (default False): clip to the bounds
+        without rescaling (only consulted when normalize_actions is off).
+        """
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
-             "env_to_module_connector", "explore"},
+             "env_to_module_connector", "explore", "normalize_actions", "clip_actions"},
             kwargs,
         )
 
@@ -138,6 +152,7 @@ class AlgorithmConfig:
         common = {
             "lr", "gamma", "train_batch_size_per_learner", "minibatch_size", "num_epochs",
             "grad_clip", "grad_clip_by", "learner_class", "normalize_advantages", "entropy_coeff",
+            "shuffle_batch_per_epoch",
         }
         if "train_batch_size" in kwargs:  # RLlib's old name
             kwargs["train_batch_size_per_learner"] = kwargs.pop("train_batch_size")
@@ -154,6 +169,17 @@ class AlgorithmConfig:
             kwargs,
         )
 
+    def reporting(self, **kwargs: Any) -> "AlgorithmConfig":
+        """metrics_num_episodes_for_smoothing (RLlib's default 100).
+
+        As in RLlib 2.60, ``env_runners/episode_return_mean`` and its siblings
+        average the episodes completed in the current iteration, at most this
+        many of the latest (split evenly over the env runners); marl's
+        ``env_runners/smoothed_*`` keys average the latest this-many episodes
+        across iterations.
+        """
+        return self._set("reporting", {"metrics_num_episodes_for_smoothing"}, kwargs)
+
     def debugging(self, **kwargs: Any) -> "AlgorithmConfig":
         return self._set("debugging", {"seed", "log_level"}, kwargs)
 
@@ -163,7 +189,7 @@ class AlgorithmConfig:
             "environment": self.environment, "env_runners": self.env_runners,
             "multi_agent": self.multi_agent, "rl_module": self.rl_module,
             "training": self.training, "learners": self.learners,
-            "evaluation": self.evaluation, "debugging": self.debugging,
+            "evaluation": self.evaluation, "reporting": self.reporting, "debugging": self.debugging,
         }
         for key, value in values.items():
             for method in groups.values():
@@ -218,6 +244,9 @@ class AlgorithmConfig:
                 "explore=False: PPO and VPG learn on-policy from sampled actions and their "
                 "log-probabilities; keep explore=True (evaluation() runs greedily by itself)"
             )
+        window = self.metrics_num_episodes_for_smoothing
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"metrics_num_episodes_for_smoothing={window!r}: expected a positive integer")
         if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level={self.log_level!r}: expected DEBUG, INFO, WARN, ERROR or CRITICAL")
         if self.evaluation_duration_unit not in ("episodes", "timesteps"):

@@ -5,25 +5,85 @@ from marl.algorithms.algorithm import Algorithm
 from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError
 
 
+#: RLlib 2.60's PPOConfig training defaults (new API stack).
+RLLIB_PPO_TRAINING_DEFAULTS = {
+    "lr": 5e-5, "gamma": 0.99, "train_batch_size_per_learner": 4000, "num_epochs": 30, "minibatch_size": 128,
+    "shuffle_batch_per_epoch": True, "lambda_": 1.0, "use_kl_loss": True, "kl_coeff": 0.2, "kl_target": 0.01,
+    "vf_loss_coeff": 1.0, "entropy_coeff": 0.0, "clip_param": 0.3, "vf_clip_param": 10.0, "grad_clip": None,
+    "grad_clip_by": "global_norm",
+}
+
+
 class PPOConfig(AlgorithmConfig):
-    """PPO settings; ``training()`` adds the PPO keys below to the common ones."""
+    """PPO settings, with RLlib's names, meanings and defaults.
+
+    Every key below is RLlib's (2.60, new API stack) and starts at RLlib's
+    value, so an RLlib user's config trains the same here. ``vf_clip_param``
+    clamps the squared value error, as RLlib does (bounding the value loss,
+    which with shared layers keeps big returns from drowning the policy
+    gradient). ``value_clip_param`` (marl's own, off by default) is the
+    PPO2/CleanRL trust region on value predictions instead. Other defaults
+    are offered as named presets: ``PPOConfig().preset("cleanrl")``.
+    """
 
     _algo_training_keys = (
         "lambda_", "clip_param", "vf_clip_param", "vf_loss_coeff", "kl_coeff",
-        "kl_target", "use_kl_loss", "use_gae",
+        "kl_target", "use_kl_loss", "use_gae", "use_critic", "value_clip_param",
     )
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or PPO)
-        self.lambda_ = 0.95
-        self.clip_param = 0.2
-        self.vf_clip_param = 10.0
-        self.vf_loss_coeff = 0.5
-        self.kl_coeff = 0.2
-        self.kl_target = 0.01
-        self.use_kl_loss = True
+        self.rollout_fragment_length = "auto"
+        self.use_critic = True
         self.use_gae = True
-        self.entropy_coeff = 0.0
+        for key, value in RLLIB_PPO_TRAINING_DEFAULTS.items():
+            setattr(self, key, value)
+        # marl's own (not an RLlib key): PPO2-style value-prediction clipping.
+        self.value_clip_param: float | None = None
+
+    #: Named alternatives to RLlib's defaults; ``preset(name)`` applies one.
+    PRESETS = {
+        # RLlib's own defaults (what PPOConfig() starts with).
+        "rllib": {
+            "training": {**RLLIB_PPO_TRAINING_DEFAULTS, "value_clip_param": None},
+            "env_runners": {"num_envs_per_env_runner": 1},
+            "model_config": None,
+        },
+        # CleanRL's ppo.py: separate 64x64 tanh actor and critic, GAE 0.95,
+        # 4 epochs over 4 minibatches of a 4 x 128-step batch, PPO2 value
+        # clipping, entropy bonus, gradient-norm clipping, no KL term.
+        # CleanRL's value loss is 0.5 * vf_coef * error^2 with vf_coef 0.5,
+        # hence vf_loss_coeff 0.25. Not reproduced: orthogonal init, Adam
+        # eps=1e-5 and learning-rate annealing.
+        "cleanrl": {
+            "training": {
+                "lr": 2.5e-4, "gamma": 0.99, "lambda_": 0.95, "train_batch_size_per_learner": 512,
+                "minibatch_size": 128, "num_epochs": 4, "clip_param": 0.2, "value_clip_param": 0.2,
+                "vf_clip_param": None, "vf_loss_coeff": 0.25, "entropy_coeff": 0.01, "grad_clip": 0.5,
+                "use_kl_loss": False,
+            },
+            "env_runners": {"num_envs_per_env_runner": 4},
+            "model_config": {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh", "vf_share_layers": False},
+        },
+    }
+
+    def preset(self, name: str) -> "PPOConfig":
+        """Apply a named set of defaults (``"rllib"``, ``"cleanrl"``); later calls override it.
+
+        The preset's ``model_config`` replaces the config's model config, so
+        set your own ``rl_module(model_config=...)`` after the preset.
+        """
+        if name not in self.PRESETS:
+            raise ConfigError(f"unknown PPO preset {name!r}; valid presets: {sorted(self.PRESETS)}")
+        values = self.PRESETS[name]
+        self.training(**values.get("training", {}))
+        self.env_runners(**values.get("env_runners", {}))
+        if "model_config" in values:
+            from marl.models import DefaultModelConfig
+
+            model = values["model_config"]
+            self.rl_module(model_config=None if model is None else DefaultModelConfig(**model))
+        return self
 
     def get_default_learner_class(self) -> type:
         from learners.ppo_learner import PPOTorchLearner
@@ -38,6 +98,16 @@ class PPOConfig(AlgorithmConfig):
             raise ConfigError(f"lambda_={self.lambda_!r}: expected a number in [0, 1]")
         if self.clip_param <= 0:
             raise ConfigError(f"clip_param={self.clip_param!r}: expected a positive number")
+        if not self.use_critic:
+            raise ConfigError("use_critic=False is not implemented; PPO here always trains a value function")
+        for key in ("vf_clip_param", "value_clip_param"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"{key}={value!r}: expected a positive number or None (no clipping)")
+        for key in ("vf_loss_coeff", "kl_coeff", "kl_target"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ConfigError(f"{key}={value!r}: expected a number >= 0")
 
 
 class PPO(Algorithm):

@@ -13,6 +13,7 @@ class VPGConfig(AlgorithmConfig):
         self.num_epochs = 1
         self.minibatch_size = None
         self.lr = 1e-3
+        self.grad_clip = 0.5
 
     def get_default_learner_class(self) -> type:
         from learners.vpg_learner import VPGTorchLearner

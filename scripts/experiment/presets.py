@@ -50,6 +50,9 @@ PRESETS: Dict[str, EnvPreset] = {
                 "vf_loss_coeff": 0.5,
                 "grad_clip": 0.5,
                 "use_kl_loss": False,
+                # RLlib's vf_clip_param clamps the squared value error; returns
+                # here reach -60, so a clamp of 10 would stop most value learning.
+                "vf_clip_param": 10_000.0,
             },
             "vpg": {
                 "lr": 1e-3,

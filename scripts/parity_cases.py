@@ -1,0 +1,94 @@
+"""The learning-parity cases: one config each, run unchanged on marl and on RLlib.
+
+Plain data only (no import of marl or ray), because the RLlib side runs in
+its own virtual environment and imports this file too. Each case is one of
+RLlib's tuned examples (configs unchanged) or this project's own config, with
+the threshold and env-step budget RLlib is held to.
+
+Keys: ``env`` (a gymnasium id, ``"multi_agent_cartpole"`` or
+``"mpe2.simple_spread_v3"``), ``env_config``, ``training`` (``.training()``
+keys), ``model`` (``DefaultModelConfig`` fields), ``env_runners``,
+``policies`` and ``policy_of`` (a format string over ``agent_id``, for
+multi-agent cases), ``threshold`` and ``budget`` (env steps), and
+``mean_std_filter``: observations go through a running mean/std filter
+(RLlib's ``MeanStdFilter`` connector); ``per_module``: when True every policy's own return must reach the
+threshold, otherwise the summed episode return must.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+#: Every case runs with sampling in the driver process on both sides; where
+#: sampling runs does not change what is learned, and on a small machine it
+#: keeps the two libraries' timings comparable.
+COMMON_ENV_RUNNERS = {"num_env_runners": 0}
+
+CASES: Dict[str, Dict[str, Any]] = {
+    # The issue's plain config: each side's defaults for everything else.
+    "cartpole-plain": {
+        "env": "CartPole-v1",
+        "training": {"train_batch_size_per_learner": 4000, "minibatch_size": 128, "num_epochs": 10, "lr": 3e-4},
+        "model": {"fcnet_hiddens": [64, 64]},
+        "threshold": 450.0,
+        "budget": 200_000,
+    },
+    # RLlib's tuned cartpole_ppo.py (rllib/tuned_examples/ppo/, now rllib/examples/algorithms/ppo/)
+    "cartpole-tuned": {
+        "env": "CartPole-v1",
+        "training": {"lr": 3e-4, "num_epochs": 6, "vf_loss_coeff": 0.01},
+        "model": {"fcnet_hiddens": [32], "fcnet_activation": "linear", "vf_share_layers": True},
+        "threshold": 450.0,
+        "budget": 150_000,
+    },
+    # RLlib's tuned multi_agent_cartpole_ppo.py (two agents, p0/p1; >= 400 each)
+    "ma-cartpole": {
+        "env": "multi_agent_cartpole",
+        "env_config": {"num_agents": 2},
+        "policies": ["p0", "p1"],
+        "policy_of": "p{agent_id}",
+        "env_runners": {"num_envs_per_env_runner": 2},
+        "training": {"lr": 3e-4, "num_epochs": 6, "vf_loss_coeff": 0.01},
+        "model": {"fcnet_hiddens": [32], "fcnet_activation": "linear", "vf_share_layers": True},
+        "threshold": 400.0,
+        "per_module": True,
+        "budget": 300_000,
+    },
+    # RLlib's tuned pendulum_ppo.py (MeanStdFilter observations; num_epochs: PPO's 30)
+    "pendulum": {
+        "env": "Pendulum-v1",
+        "env_runners": {"num_envs_per_env_runner": 20},
+        "mean_std_filter": True,
+        "training": {"train_batch_size_per_learner": 1024, "minibatch_size": 128, "lr": 2e-4,
+                     "gamma": 0.95, "lambda_": 0.5},
+        "model": {"fcnet_activation": "relu"},
+        "threshold": -300.0,
+        "budget": 400_000,
+    },
+    # This project's IPPO simple_spread config (scripts/experiment/presets.py),
+    # with one shared policy, which both libraries express without custom code.
+    "simple-spread": {
+        "env": "mpe2.simple_spread_v3",
+        "env_config": {"N": 3, "max_cycles": 25, "continuous_actions": False},
+        "policies": ["shared"],
+        "policy_of": "shared",
+        "env_runners": {"num_envs_per_env_runner": 8},
+        "training": {"lr": 3e-3, "gamma": 0.95, "lambda_": 0.95, "train_batch_size_per_learner": 2000,
+                     "minibatch_size": 500, "num_epochs": 15, "entropy_coeff": 0.01, "clip_param": 0.2,
+                     "vf_loss_coeff": 0.5, "grad_clip": 0.5, "use_kl_loss": False,
+                     "vf_clip_param": 10_000.0},
+        "model": {"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh"},
+        "threshold": -60.0,
+        "budget": 300_000,
+    },
+}
+
+
+def reached(case: Dict[str, Any], env_runner_results: Dict[str, Any]) -> float | None:
+    """The value compared with the threshold, or None before any episode ended."""
+    if case.get("per_module"):
+        per_module = env_runner_results.get("module_episode_returns_mean") or {}
+        if not all(p in per_module for p in case["policies"]):
+            return None
+        return float(min(per_module[p] for p in case["policies"]))
+    value = env_runner_results.get("episode_return_mean")
+    return None if value is None else float(value)
