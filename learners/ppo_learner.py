@@ -134,7 +134,7 @@ class PPOTorchLearner(TorchLearner):
             )
             if cfg.normalize_advantages:
                 extra = None
-                if getattr(cfg, "_rllib_bootstrap_step_stats", False):
+                if getattr(cfg, "advantage_stats_include_bootstrap_steps", False):
                     extra = bootstrap_step_advantages(
                         vf.astype(np.float64), adv.astype(np.float64), np.asarray(b[Columns.SEQ_LENS]),
                         boot.astype(np.float64), cfg.gamma, cfg.lambda_)

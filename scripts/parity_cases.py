@@ -77,7 +77,8 @@ CASES: Dict[str, Dict[str, Any]] = {
                      "vf_loss_coeff": 0.5, "grad_clip": 0.5, "use_kl_loss": False,
                      "vf_clip_param": 10_000.0},
         "model": {"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh"},
-        "threshold": -60.0,
+        # A random policy scores about -78.5 (summed over the three agents).
+        "threshold": -65.0,
         "budget": 300_000,
     },
 }

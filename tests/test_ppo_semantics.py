@@ -190,3 +190,42 @@ def test_invalid_ppo_values_are_named(key, value):
     config = PPOConfig().environment("CartPole-v1").training(**{key: value})
     with pytest.raises(ConfigError, match=key):
         config.validate()
+
+
+def rllib_elongated_advantages(values, boot, rewards, terminated, seq_lens, gamma, lam):
+    """RLlib's procedure, written out: one artificial step after each segment, GAE over
+    all rows (RLlib's compute_value_targets), standardised over all rows, real rows kept."""
+    V, R, T, TR, real = [], [], [], [], []
+    start = 0
+    for i, n in enumerate(seq_lens):
+        V += list(values[start:start + n]) + [boot[i]]
+        R += list(rewards[start:start + n]) + [0.0]
+        T += [False] * (n - 1) + [bool(terminated[start + n - 1])] + [False]
+        TR += [False] * (n - 1) + [not bool(terminated[start + n - 1])] + [False]
+        real += [True] * n + [False]
+        start += n
+    V, R, T, TR, real = map(np.asarray, (V, R, T, TR, real))
+    next_v = np.append(V[1:], 0.0)
+    td = R + gamma * (1.0 - T) * next_v - V
+    adv, running = np.zeros(len(R)), 0.0
+    for t in reversed(range(len(R))):
+        running = td[t] + gamma * lam * (1.0 - T[t]) * (1.0 - TR[t]) * running
+        adv[t] = running
+    adv = (adv - adv.mean()) / max(1e-4, adv.std())
+    return adv[real]
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.9])
+def test_bootstrap_step_statistics_reproduce_rllibs_standardised_advantages(lam):
+    from learners.value_estimates import flat_and_bootstrap_values
+
+    samples = fake_samples(n_segments=5, seg_len=6, seed=3)
+    samples[Columns.TERMINATEDS][5] = False  # one segment cut by the sample boundary
+    learner = cartpole_learner(lambda_=lam, gamma=0.95, advantage_stats_include_bootstrap_steps=True)
+    adv = learner.build_train_batches({"p0": samples})["p0"][Columns.ADVANTAGES]
+    values, boot = flat_and_bootstrap_values(learner.module, {"p0": samples}, max_seq_len=20)["p0"]
+    expected = rllib_elongated_advantages(values, boot, samples[Columns.REWARDS], samples[Columns.TERMINATEDS],
+                                          samples[Columns.SEQ_LENS], 0.95, lam)
+    np.testing.assert_allclose(adv, expected, rtol=1e-4, atol=1e-5)
+    plain = cartpole_learner(lambda_=lam, gamma=0.95).build_train_batches({"p0": samples})["p0"][Columns.ADVANTAGES]
+    assert not np.allclose(plain, expected, atol=1e-3)  # the statistics really differ

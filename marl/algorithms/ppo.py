@@ -29,6 +29,7 @@ class PPOConfig(AlgorithmConfig):
     _algo_training_keys = (
         "lambda_", "clip_param", "vf_clip_param", "vf_loss_coeff", "kl_coeff",
         "kl_target", "use_kl_loss", "use_gae", "use_critic", "value_clip_param",
+        "advantage_stats_include_bootstrap_steps",
     )
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -38,14 +39,20 @@ class PPOConfig(AlgorithmConfig):
         self.use_gae = True
         for key, value in RLLIB_PPO_TRAINING_DEFAULTS.items():
             setattr(self, key, value)
-        # marl's own (not an RLlib key): PPO2-style value-prediction clipping.
+        # marl's own keys (not RLlib's). PPO2-style value-prediction clipping:
         self.value_clip_param: float | None = None
+        # Standardise advantages with statistics that also cover the artificial
+        # bootstrap step RLlib appends to every segment (see
+        # learners.advantages.bootstrap_step_advantages): off, RLlib's update is
+        # matched up to that; on, to float precision (scripts/parity_update.py).
+        self.advantage_stats_include_bootstrap_steps = False
 
     #: Named alternatives to RLlib's defaults; ``preset(name)`` applies one.
     PRESETS = {
         # RLlib's own defaults (what PPOConfig() starts with).
         "rllib": {
-            "training": {**RLLIB_PPO_TRAINING_DEFAULTS, "value_clip_param": None},
+            "training": {**RLLIB_PPO_TRAINING_DEFAULTS, "value_clip_param": None,
+                         "advantage_stats_include_bootstrap_steps": False},
             "env_runners": {"num_envs_per_env_runner": 1},
             "model_config": None,
         },
