@@ -707,6 +707,27 @@ class MultiAgentEnvRunner:
         self._require_module()
         self.module.set_state(_state_to_torch(weights))
 
+    def pop_connector_deltas(self) -> Dict[str, List[Any]]:
+        """``{module_id: [delta per piece]}`` of connector pieces with running
+        statistics (``pop_delta()``, e.g. MeanStdFilter); ``{}`` if none changed."""
+        out: Dict[str, List[Any]] = {}
+        for module_id, info in self._modules.items():
+            deltas = [p.pop_delta() if hasattr(p, "pop_delta") else None for p in info.pipeline.pieces]
+            if any(d is not None for d in deltas):
+                out[module_id] = deltas
+        return out
+
+    def apply_connector_deltas(self, deltas_list: Sequence[Mapping[str, List[Any]]]) -> None:
+        """Pool other runners' connector deltas into this runner's pieces."""
+        for deltas in deltas_list:
+            for module_id, piece_deltas in deltas.items():
+                info = self._modules.get(module_id)
+                if info is None:
+                    continue
+                for piece, delta in zip(info.pipeline.pieces, piece_deltas):
+                    if delta is not None and hasattr(piece, "apply_deltas"):
+                        piece.apply_deltas([delta])
+
     def get_state(self) -> Dict[str, Any]:
         """Weights, connector states and counters (everything a restore needs)."""
         state: Dict[str, Any] = {
@@ -848,7 +869,11 @@ class MultiAgentEnvRunner:
         batches = self._build_batches(explore, discard)
         if episodes_mode:
             self._needs_reset_all = True
-        return batches, self._metrics(batches)
+        metrics = self._metrics(batches)
+        deltas = self.pop_connector_deltas()
+        if deltas:
+            metrics["connector_deltas"] = deltas
+        return batches, metrics
 
     # --------------------------------------------------------------- internals
     def _require_module(self) -> None:

@@ -307,6 +307,7 @@ class EnvRunnerGroup:
         if self.local_runner is not None:
             batches, metrics = self.local_runner.sample(
                 num_timesteps=num_timesteps_total, num_episodes=num_episodes, explore=explore)
+            metrics.pop("connector_deltas", None)  # one runner: nothing to share
             metrics["num_env_runner_restarts"] = 0
             metrics["num_healthy_env_runners"] = 1
             return batches, metrics
@@ -325,6 +326,7 @@ class EnvRunnerGroup:
             except _WorkerDied as exc:
                 self._restart(i, str(exc)).send("sample", **calls[i])
         results: List[Tuple[Dict[str, Any], Dict[str, Any]]] = []
+        deltas_by_worker: List[Dict[str, Any]] = [{} for _ in range(n)]
         for i in range(n):
             try:
                 result = self._workers[i].recv(self.sample_timeout_s)
@@ -338,15 +340,27 @@ class EnvRunnerGroup:
                     self._restart(i, str(exc2))
                     continue
             batches_i, metrics_i = result
+            deltas_by_worker[i] = metrics_i.pop("connector_deltas", {})
             self._workers[i].last_lifetime = {
                 k: metrics_i[k] for k in ("num_env_steps_sampled_lifetime",
                                           "num_agent_steps_sampled_lifetime") if k in metrics_i}
             results.append(result)
+        self._share_connector_deltas(deltas_by_worker)
         batches = merge_batches([b for b, _ in results])
         metrics = merge_metrics([m for _, m in results])
         metrics["num_env_runner_restarts"] = self.num_env_runner_restarts
         metrics["num_healthy_env_runners"] = self.num_healthy_workers
         return batches, metrics
+
+    def _share_connector_deltas(self, deltas: List[Dict[str, Any]]) -> None:
+        """Give every worker the other workers' connector-statistics deltas, so
+        running filters agree everywhere (RLlib syncs its filters likewise)."""
+        if len(self._workers) < 2 or not any(deltas):
+            return
+        for i in range(len(self._workers)):
+            others = [d for j, d in enumerate(deltas) if j != i and d]
+            if others:
+                self._call_one(i, "apply_connector_deltas", others)
 
     def sync_weights(self, weights: Mapping[str, Mapping[str, Any]]) -> None:
         """Load ``{module_id: state_dict}`` into every runner."""

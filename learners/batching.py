@@ -93,28 +93,43 @@ def iter_minibatches(
     generator: torch.Generator,
     shuffle: bool = True,
 ) -> Iterator[Dict[ModuleID, Dict[str, torch.Tensor]]]:
-    """Minibatches in which every module takes part in every step.
+    """RLlib's cyclic minibatches: every step holds ``minibatch_size`` rows of every module.
 
-    Each epoch splits every module's rows into the same number of minibatches
-    (set by the largest module), so a summed multi-module loss — and a shared
-    encoder's single optimizer step — always sees all modules. With
-    ``shuffle`` each epoch draws a new permutation; without it rows keep
-    their sampled order.
+    Each module walks through its own rows in ``minibatch_sizes[mid]``
+    slices, wrapping into a new pass (reshuffled when ``shuffle``) whenever
+    it reaches the end; steps go on until every module has completed
+    ``num_epochs`` passes. So a summed multi-module loss, and a shared
+    encoder's single optimizer step, always sees all modules, and a module
+    with fewer rows (an agent whose episodes end sooner) is cycled through
+    more passes instead of getting smaller minibatches, as RLlib's
+    ``MiniBatchCyclicIterator`` does. (A module with fewer rows than its
+    minibatch size contributes all its rows once per step, where RLlib would
+    repeat rows within the step.)
     """
     sizes = {mid: leading_dim(step_columns(b)) for mid, b in batches.items()}
     sizes = {mid: n for mid, n in sizes.items() if n > 0}
     if not sizes:
         return
-    num_mb = max(int(np.ceil(n / max(1, minibatch_sizes[mid]))) for mid, n in sizes.items())
-    for _ in range(num_epochs):
-        splits = {
-            mid: torch.tensor_split(torch.randperm(n, generator=generator) if shuffle else torch.arange(n), num_mb)
-            for mid, n in sizes.items()
-        }
-        for i in range(num_mb):
-            mb = {}
-            for mid, parts in splits.items():
-                if len(parts[i]):
-                    mb[mid] = take(step_columns(batches[mid]), parts[i])
-            if mb:
-                yield mb
+
+    def order(n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+    perms = {mid: order(n) for mid, n in sizes.items()}
+    starts = {mid: 0 for mid in sizes}
+    passes = {mid: 0 for mid in sizes}
+    while min(passes.values()) < num_epochs:
+        mb = {}
+        for mid, n in sizes.items():
+            need, start, parts = min(max(1, minibatch_sizes[mid]), n), starts[mid], []
+            while start + need >= n:
+                parts.append(perms[mid][start:])
+                need -= n - start
+                start = 0
+                passes[mid] += 1
+                perms[mid] = order(n)
+            if need > 0:
+                parts.append(perms[mid][start:start + need])
+                start += need
+            starts[mid] = start
+            mb[mid] = take(step_columns(batches[mid]), torch.cat(parts) if len(parts) > 1 else parts[0])
+        yield mb

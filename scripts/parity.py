@@ -37,37 +37,42 @@ RESULT_PREFIX = "PARITY_RESULT "
 
 
 # --------------------------------------------------------------------- workers
-def build_marl(case: Dict[str, Any], seed: int):
-    from marl import DefaultModelConfig, PPOConfig
-
-    env: Any = case["env"]
-    if env == "multi_agent_cartpole":
-        from envs import MultiAgentCartPole
-
-        env = MultiAgentCartPole
+def configure(config: Any, model_config_cls: type, case: Dict[str, Any], seed: int, env: Any,
+              connector: Any = None) -> Any:
+    """Apply a case to either library's ``PPOConfig`` (both speak the same fluent API)."""
     runners = {**COMMON_ENV_RUNNERS, **case.get("env_runners", {})}
-    if case.get("mean_std_filter"):
-        from marl import MeanStdFilter
-
-        runners["env_to_module_connector"] = lambda env: MeanStdFilter()
+    if connector is not None:
+        runners["env_to_module_connector"] = connector
     config = (
-        PPOConfig()
-        .environment(env, env_config=dict(case.get("env_config", {})))
+        config.environment(env, env_config=dict(case.get("env_config", {})))
         .env_runners(**runners)
         .training(**case["training"])
-        .rl_module(model_config=DefaultModelConfig(**case.get("model", {})))
+        .rl_module(model_config=model_config_cls(**case.get("model", {})))
         .debugging(seed=seed)
     )
     if case.get("policies"):
         fmt = case["policy_of"]
         config.multi_agent(policies=set(case["policies"]),
                            policy_mapping_fn=lambda agent_id, episode, **kw: fmt.format(agent_id=agent_id))
-    return config.build()
+    return config
+
+
+def build_marl(case: Dict[str, Any], seed: int):
+    from marl import DefaultModelConfig, MeanStdFilter, PPOConfig
+
+    env: Any = case["env"]
+    if env == "multi_agent_cartpole":
+        from envs import MultiAgentCartPole
+
+        env = MultiAgentCartPole
+    connector = (lambda env: MeanStdFilter()) if case.get("mean_std_filter") else None
+    return configure(PPOConfig(), DefaultModelConfig, case, seed, env, connector).build()
 
 
 def build_rllib(case: Dict[str, Any], seed: int):
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
@@ -84,24 +89,8 @@ def build_rllib(case: Dict[str, Any], seed: int):
 
         register_env("simple_spread", lambda cfg: ParallelPettingZooEnv(simple_spread_v3.parallel_env(**cfg)))
         env = "simple_spread"
-    runners = {**COMMON_ENV_RUNNERS, **case.get("env_runners", {})}
-    if case.get("mean_std_filter"):
-        from ray.rllib.connectors.env_to_module import MeanStdFilter
-
-        runners["env_to_module_connector"] = lambda env, spaces, device: MeanStdFilter()
-    config = (
-        PPOConfig()
-        .environment(env, env_config=dict(case.get("env_config", {})))
-        .env_runners(**runners)
-        .training(**case["training"])
-        .rl_module(model_config=DefaultModelConfig(**case.get("model", {})))
-        .debugging(seed=seed)
-    )
-    if case.get("policies"):
-        fmt = case["policy_of"]
-        config.multi_agent(policies=set(case["policies"]),
-                           policy_mapping_fn=lambda agent_id, episode, **kw: fmt.format(agent_id=agent_id))
-    return config.build_algo()
+    connector = (lambda env, spaces, device: MeanStdFilter()) if case.get("mean_std_filter") else None
+    return configure(PPOConfig(), DefaultModelConfig, case, seed, env, connector).build_algo()
 
 
 def env_steps_of(result: Dict[str, Any]) -> int:

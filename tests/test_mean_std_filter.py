@@ -96,3 +96,39 @@ def test_training_batches_hold_the_filtered_observations():
         assert runner.get_state()["env_to_module"]["default_policy"][0]["count"] == piece.count
     finally:
         algo.stop()
+
+
+def test_worker_processes_share_filter_statistics_after_every_sample():
+    from envs.worker_pool import EnvRunnerGroup
+
+    algo = (PPOConfig().environment("Pendulum-v1")
+            .env_runners(num_env_runners=2, env_to_module_connector=lambda env: MeanStdFilter())
+            .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+            .debugging(seed=0).build())
+    try:
+        group: EnvRunnerGroup = algo.env_runner_group
+        for _ in range(2):
+            algo.train()
+        states = [s["env_to_module"]["default_policy"][0] for s in group._broadcast("get_state")]
+        # Both hold every observation filtered anywhere: 2 x 200 steps plus the
+        # observations seen at reset.
+        assert states[0]["count"] == states[1]["count"] >= 400
+        np.testing.assert_allclose(states[0]["mean"], states[1]["mean"], rtol=1e-12)
+        np.testing.assert_allclose(states[0]["m2"], states[1]["m2"], rtol=1e-12)
+    finally:
+        algo.stop()
+
+
+def test_deltas_pool_to_the_statistics_of_all_observations():
+    a, b, both = MeanStdFilter(), MeanStdFilter(), MeanStdFilter()
+    xs = batches(n=4)
+    a(xs[0]); b(xs[1]); both(xs[0]); both(xs[1])
+    da, db = a.pop_delta(), b.pop_delta()
+    a.apply_deltas([db]); b.apply_deltas([da])
+    for f in (a, b):
+        assert f.count == both.count
+        np.testing.assert_allclose(f.mean, both.mean, rtol=1e-10)
+        np.testing.assert_allclose(f.std, both.std, rtol=1e-10)
+    assert a.pop_delta() is None  # nothing new since
+    a(xs[2])
+    assert a.pop_delta()["count"] == len(xs[2])

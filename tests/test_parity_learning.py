@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 #: The cases CI trains (the fastest representative ones; see the README for
 #: the full suite, which scripts/parity.py runs).
-CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum"]
+CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum", "simple-spread"]
 
 
 @pytest.mark.parametrize("case", CI_CASES)

@@ -229,3 +229,28 @@ def test_bootstrap_step_statistics_reproduce_rllibs_standardised_advantages(lam)
     np.testing.assert_allclose(adv, expected, rtol=1e-4, atol=1e-5)
     plain = cartpole_learner(lambda_=lam, gamma=0.95).build_train_batches({"p0": samples})["p0"][Columns.ADVANTAGES]
     assert not np.allclose(plain, expected, atol=1e-3)  # the statistics really differ
+
+
+def test_minibatches_cycle_each_module_like_rllibs_cyclic_iterator():
+    from learners.batching import iter_minibatches
+
+    batches = {"small": {Columns.OBS: torch.arange(10)}, "big": {Columns.OBS: torch.arange(25)}}
+    steps = list(iter_minibatches(batches, {"small": 5, "big": 5}, num_epochs=2, generator=torch.Generator()))
+    # Until the biggest module has made 2 passes: 2 x 25 / 5 steps, each with 5 rows of every module.
+    assert len(steps) == 10
+    assert all(len(s["small"][Columns.OBS]) == 5 and len(s["big"][Columns.OBS]) == 5 for s in steps)
+    small = torch.cat([s["small"][Columns.OBS] for s in steps])
+    big = torch.cat([s["big"][Columns.OBS] for s in steps])
+    assert torch.bincount(small).tolist() == [5] * 10  # the smaller module made 5 full passes
+    assert torch.bincount(big).tolist() == [2] * 25
+    for p in range(5):  # every pass is a permutation of all rows
+        assert sorted(small[p * 10:(p + 1) * 10].tolist()) == list(range(10))
+
+
+def test_minibatches_keep_sampled_order_without_shuffle():
+    from learners.batching import iter_minibatches
+
+    steps = list(iter_minibatches({"m": {Columns.OBS: torch.arange(7)}}, {"m": 3}, num_epochs=2,
+                                  generator=torch.Generator(), shuffle=False))
+    # Every step is a full minibatch: the last one wraps into the next pass, as RLlib's does.
+    assert [s["m"][Columns.OBS].tolist() for s in steps] == [[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 3, 4], [5, 6, 0]]

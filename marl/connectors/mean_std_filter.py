@@ -17,7 +17,7 @@ several env runners can agree on one filter.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +41,8 @@ class MeanStdFilter:
         self.count = 0
         self.mean: Optional[np.ndarray] = None
         self.m2: Optional[np.ndarray] = None  # sum of squared deviations
+        # What this copy saw since it last shared its statistics (see pop_delta).
+        self._delta_stats = (0, None, None)
 
     def recompute_output_observation_space(self, input_observation_space: gym.Space) -> gym.Space:
         """A float32 Box of the input's shape, bounded by the clip value."""
@@ -67,16 +69,10 @@ class MeanStdFilter:
         batch_mean = batch.mean(axis=0)
         batch_m2 = ((batch - batch_mean) ** 2).sum(axis=0)
         self._combine(n, batch_mean, batch_m2)
+        self._delta_stats = _pooled(self._delta_stats, (n, batch_mean, batch_m2))
 
     def _combine(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n, mean.copy(), m2.copy()
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
-        self.count = total
+        self.count, self.mean, self.m2 = _pooled((self.count, self.mean, self.m2), (n, mean, m2))
 
     def __call__(self, observations: Any, input_observation_space: Optional[gym.Space] = None) -> np.ndarray:
         batch = np.asarray(observations, dtype=np.float64)
@@ -101,6 +97,27 @@ class MeanStdFilter:
         if other.count:
             self._combine(other.count, other.mean, other.m2)
 
+    def pop_delta(self) -> Optional[dict]:
+        """Statistics of what this copy saw since the last call (None if nothing).
+
+        Env runners in worker processes each filter their own observations;
+        the worker pool collects every runner's delta after a sample call and
+        hands each runner the others' (``apply_deltas``), so all copies hold
+        the statistics of every observation sampled anywhere, as RLlib's
+        filter synchronisation does.
+        """
+        count, mean, m2 = self._delta_stats
+        self._delta_stats = (0, None, None)
+        if not count:
+            return None
+        return {"count": int(count), "mean": mean.tolist(), "m2": m2.tolist()}
+
+    def apply_deltas(self, deltas: Sequence[Optional[Mapping[str, Any]]]) -> None:
+        """Pool other copies' deltas (from ``pop_delta``) into these statistics."""
+        for d in deltas:
+            if d and d["count"]:
+                self._combine(int(d["count"]), np.asarray(d["mean"], np.float64), np.asarray(d["m2"], np.float64))
+
     def get_state(self) -> dict:
         """Plain JSON-able statistics."""
         return {
@@ -115,3 +132,16 @@ class MeanStdFilter:
         self.count = int(state["count"])
         self.mean = None if state["mean"] is None else np.asarray(state["mean"], np.float64)
         self.m2 = None if state["m2"] is None else np.asarray(state["m2"], np.float64)
+        self._delta_stats = (0, None, None)
+
+
+def _pooled(a: tuple, b: tuple) -> tuple:
+    """Parallel Welford: (count, mean, m2) of the union of two sets of observations."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    if not nb:
+        return a
+    if not na:
+        return nb, np.array(mb, np.float64), np.array(sb, np.float64)
+    total = na + nb
+    delta = mb - ma
+    return total, ma + delta * (nb / total), sa + sb + delta ** 2 * (na * nb / total)
