@@ -162,9 +162,10 @@ def median_of(runs: List[Dict[str, Any]], key: str) -> Optional[float]:
 
 
 def print_table(results: List[Dict[str, Any]], cases: List[str], libraries: List[str]) -> None:
-    print("\n| case | library | " + " | ".join(f"seed {s}" for s in sorted({r['seed'] for r in results}))
+    seeds = sorted({r["seed"] for r in results})
+    print("\n| case | library | " + " | ".join(f"seed {s}" for s in seeds)
           + " | reached | median steps | median s |")
-    print("|---|---|" + "---|" * (len({r['seed'] for r in results}) + 3))
+    print("|---|---|" + "---|" * (len(seeds) + 3))
     ratios = []
     for case in cases:
         med = {}
@@ -175,7 +176,8 @@ def print_table(results: List[Dict[str, Any]], cases: List[str], libraries: List
             med[lib] = (median_of(runs, "steps"), median_of(runs, "seconds"))
             n_ok = sum(bool(r.get("reached")) for r in runs)
             steps, secs = med[lib]
-            print(f"| {case} | {lib} | " + " | ".join(fmt_run(r) for r in runs)
+            by_seed = {r["seed"]: r for r in runs}
+            print(f"| {case} | {lib} | " + " | ".join(fmt_run(by_seed[s]) if s in by_seed else "" for s in seeds)
                   + f" | {n_ok}/{len(runs)} | {'-' if steps is None else f'{steps / 1000:.0f}k'}"
                   f" | {'-' if secs is None else f'{secs:.0f}'} |")
         if "marl" in med and "rllib" in med:
@@ -196,6 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (1 keeps timings comparable)")
     parser.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's)")
     parser.add_argument("--json", help="also write every run's result to this file")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print the table of earlier --json files (pooled) instead of running")
     parser.add_argument("--worker", choices=["marl", "rllib"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -205,6 +209,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(RESULT_PREFIX + json.dumps(run_worker(args.worker, args.case, args.seed)), flush=True)
         return 0
 
+    if args.table:
+        pooled = [r for path in args.table for r in json.loads(Path(path).read_text())]
+        cases = [c for c in CASES if any(r["case"] == c for r in pooled)]
+        print_table(pooled, cases, [lib for lib in ("marl", "rllib") if any(r["library"] == lib for r in pooled)])
+        return 0
     libraries = [args.only] if args.only else ["marl", "rllib"]
     if "rllib" in libraries and not Path(args.rllib_python).exists():
         parser.error(f"--rllib-python {args.rllib_python!r} does not exist; make the RLlib venv as the "
