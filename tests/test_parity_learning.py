@@ -13,14 +13,21 @@ from scripts.parity_cases import CASES
 
 pytestmark = pytest.mark.slow
 
-#: Every parity case, seed 0 (scripts/parity.py runs seeds 0-2 on both libraries).
+#: Every parity case; seeds as in scripts/parity.py's default run.
 CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum", "simple-spread"]
+SEEDS = (0, 1, 2)
 
 
 @pytest.mark.parametrize("case", CI_CASES)
-def test_rllib_tuned_config_reaches_rllibs_threshold_within_rllibs_budget(case):
-    result = run_worker("marl", case, seed=0)
-    assert result["reached"], (
-        f"{case}: best {result['best']:.1f} < threshold {CASES[case]['threshold']} "
-        f"within {CASES[case]['budget']} env steps")
-    assert result["steps"] <= CASES[case]["budget"]
+def test_rllib_tuned_config_reaches_rllibs_threshold_on_two_of_three_seeds(case):
+    """The issue's bar: RLlib's threshold within RLlib's budget on at least 2 of 3 seeds."""
+    results = []
+    for seed in SEEDS:
+        results.append(run_worker("marl", case, seed=seed))
+        reached = [r for r in results if r["reached"]]
+        if len(reached) >= 2 or len(results) - len(reached) >= 2:
+            break
+    assert len(reached) >= 2, (
+        f"{case}: threshold {CASES[case]['threshold']} within {CASES[case]['budget']} env steps reached on "
+        f"{len(reached)} of {len(results)} seeds; best returns {[round(r['best'], 1) for r in results]}")
+    assert all(r["steps"] <= CASES[case]["budget"] for r in reached)
