@@ -18,11 +18,12 @@ advantage statistics and once with ``advantage_stats_include_bootstrap_steps``
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -38,8 +39,7 @@ def rllib_dump(case_name: str, steps: int, epochs: int, seed: int, out: str) -> 
     """RLlib side: initial weights, the sampled batch and the updated weights, to ``out``."""
     from scripts.parity import build_rllib
 
-    case = dict(CASES[case_name], training=dict(CASES[case_name]["training"]))
-    algo = build_rllib(case, seed)
+    algo = build_rllib(CASES[case_name], seed)
     learner = algo.learner_group._learner
     module = learner.module["default_policy"]
     init = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
@@ -81,8 +81,10 @@ def pair_parameters(marl_names: List[str], rllib_names: List[str]) -> Dict[str, 
     return pairs
 
 
-def marl_update(case_name: str, data: Dict[str, np.ndarray], epochs: int, rllib_stats: bool) -> Dict[str, float]:
-    """marl side: the same update from the same weights; max |difference| per parameter."""
+def marl_update(case_name: str, data: Dict[str, np.ndarray], epochs: int,
+                rllib_stats: bool) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """marl side: the same update from the same weights; per parameter, the max
+    |marl - RLlib| after the update and the size of RLlib's update."""
     import torch
 
     from learners import PPOTorchLearner
@@ -140,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd = [args.rllib_python, str(Path(__file__).resolve()), "--case", args.case, "--steps", str(args.steps),
                "--epochs", str(args.epochs), "--seed", str(args.seed), "--dump", out]
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True,
-                              env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 2

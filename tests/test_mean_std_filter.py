@@ -59,12 +59,12 @@ def test_state_is_json_and_round_trips_to_identical_outputs():
     np.testing.assert_array_equal(f(probe), g(probe))
 
 
-def test_merge_pools_statistics_like_one_filter_over_all_data():
+def test_pooling_another_copys_statistics_equals_one_filter_over_all_data():
     a, b, both = MeanStdFilter(), MeanStdFilter(), MeanStdFilter()
     for i, x in enumerate(batches(n=6)):
         (a if i % 2 else b)(x)
         both(x)
-    a.merge(b)
+    a.apply_deltas([b.get_state()])
     assert a.count == both.count
     np.testing.assert_allclose(a.mean, both.mean, rtol=1e-10)
     np.testing.assert_allclose(a.std, both.std, rtol=1e-10)
@@ -132,3 +132,23 @@ def test_deltas_pool_to_the_statistics_of_all_observations():
     assert a.pop_delta() is None  # nothing new since
     a(xs[2])
     assert a.pop_delta()["count"] == len(xs[2])
+
+
+def test_evaluation_runners_start_from_the_training_filters_statistics():
+    algo = (PPOConfig().environment("Pendulum-v1")
+            .env_runners(env_to_module_connector=lambda env: MeanStdFilter(), normalize_actions=False)
+            .training(train_batch_size_per_learner=400, minibatch_size=200, num_epochs=1)
+            .evaluation(evaluation_duration=1).debugging(seed=0).build())
+    try:
+        algo.train()
+        training = algo.env_runner_group.get_state()["env_to_module"]["default_policy"][0]
+        fresh = algo.build_local_env_runner()
+        assert not fresh.normalize_actions  # configured like the training runners
+        fresh.sample(num_timesteps=1)
+        (piece,) = fresh._modules["default_policy"].pipeline.pieces
+        assert piece.count > training["count"]  # the training statistics plus what it just saw
+        algo.evaluate()  # one 200-step episode on top of the training statistics
+        (eval_piece,) = algo._eval_runner._modules["default_policy"].pipeline.pieces
+        assert eval_piece.count >= training["count"] + 200
+    finally:
+        algo.stop()

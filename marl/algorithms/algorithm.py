@@ -138,13 +138,13 @@ class Algorithm:
         self._counters["num_env_steps_sampled_lifetime"] += env_steps
         self._counters["num_agent_steps_sampled_lifetime"] += int(runner_metrics.get("num_agent_steps_sampled", 0))
         self._counters["num_env_steps_trained_lifetime"] += env_steps
-        self._record_episodes(runner_metrics)
+        episodes = self._record_episodes(runner_metrics)
         elapsed = time.perf_counter() - start
         self._time_total += elapsed
 
         result: Dict[str, Any] = {
             "training_iteration": self.iteration,
-            "env_runners": self._env_runner_results(runner_metrics),
+            "env_runners": self._env_runner_results(runner_metrics, episodes),
             "learners": learner_results,
             "time_this_iter_s": elapsed,
             "time_total_s": self._time_total,
@@ -158,24 +158,25 @@ class Algorithm:
             result["evaluation"] = self.evaluate()
         return result
 
-    def _record_episodes(self, metrics: Dict[str, Any]) -> None:
-        """Keep this iteration's episode statistics for the smoothed (cross-iteration) window."""
+    def _record_episodes(self, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """This iteration's episode statistics (None if no episode ended), also
+        kept for the smoothed (cross-iteration) window."""
         n = int(metrics.get("num_episodes", 0))
         self._counters["num_episodes_lifetime"] += n
         if n == 0 or "episode_return_mean" not in metrics:
-            return
+            return None
         counted = int(metrics.get("num_episodes_for_metrics", n))
-        self._episode_window.append(
-            {
-                "n": counted,
-                "return_mean": float(metrics["episode_return_mean"]),
-                "return_min": float(metrics["episode_return_min"]),
-                "return_max": float(metrics["episode_return_max"]),
-                "len_mean": float(metrics.get("episode_len_mean", float("nan"))),
-                "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", counted),
-                "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", counted),
-            }
-        )
+        entry = {
+            "n": counted,
+            "return_mean": float(metrics["episode_return_mean"]),
+            "return_min": float(metrics["episode_return_min"]),
+            "return_max": float(metrics["episode_return_max"]),
+            "len_mean": float(metrics.get("episode_len_mean", float("nan"))),
+            "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", counted),
+            "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", counted),
+        }
+        self._episode_window.append(entry)
+        return entry
 
     def _window(self) -> list:
         """The latest iterations that together hold about metrics_num_episodes_for_smoothing episodes."""
@@ -188,7 +189,7 @@ class Algorithm:
             total += entry["n"]
         return chosen
 
-    def _env_runner_results(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    def _env_runner_results(self, metrics: Dict[str, Any], episodes: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         """Runner counters, this iteration's episode statistics and the smoothed ones.
 
         ``episode_return_mean`` (min, max, ``episode_len_mean``,
@@ -210,46 +211,49 @@ class Algorithm:
         out["num_env_steps_sampled_lifetime"] = self._counters["num_env_steps_sampled_lifetime"]
         out["num_episodes_lifetime"] = self._counters["num_episodes_lifetime"]
         out["num_episodes"] = int(metrics.get("num_episodes", 0))
-        if out["num_episodes"] and "episode_return_mean" in metrics:
-            n = int(metrics.get("num_episodes_for_metrics", out["num_episodes"]))
-            out.update(
-                episode_return_mean=float(metrics["episode_return_mean"]),
-                episode_return_min=float(metrics["episode_return_min"]),
-                episode_return_max=float(metrics["episode_return_max"]),
-                episode_len_mean=float(metrics.get("episode_len_mean", float("nan"))),
-                agent_episode_returns_mean=_pooled_means(
-                    [_means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", n)]),
-                module_episode_returns_mean=_pooled_means(
-                    [_means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", n)]),
-            )
+        if episodes is not None:
+            out.update(_summary([episodes]), episode_return_min=episodes["return_min"],
+                       episode_return_max=episodes["return_max"])
         window = self._window()
         if window:
-            weights = np.asarray([e["n"] for e in window], dtype=np.float64)
-            out.update(
-                smoothed_episode_return_mean=float(np.average([e["return_mean"] for e in window], weights=weights)),
-                smoothed_episode_len_mean=float(np.average([e["len_mean"] for e in window], weights=weights)),
-                smoothed_agent_episode_returns_mean=_pooled_means([e["agents"] for e in window]),
-                smoothed_module_episode_returns_mean=_pooled_means([e["modules"] for e in window]),
-                smoothed_num_episodes=int(weights.sum()),
-            )
+            summary = _summary(window)
+            out.update({f"smoothed_{k}": v for k, v in summary.items()},
+                       smoothed_num_episodes=int(sum(e["n"] for e in window)))
         return out
+
+    def build_local_env_runner(self, **overrides: Any):
+        """A local env runner set up like the training runners (env, mapping,
+        action handling, connectors), ``overrides`` replacing any of its
+        keyword arguments; its connector statistics come from the training
+        runners (``sync_connector_states``). Evaluation uses it."""
+        from envs.env_runner import MultiAgentEnvRunner
+
+        kwargs = {**self._runner_kwargs, "worker_index": 0, "metrics_num_episodes": None, **overrides}
+        if "module" in overrides:
+            kwargs.pop("module_spec", None)
+        runner = MultiAgentEnvRunner(**kwargs)
+        self.sync_connector_states(runner)
+        return runner
+
+    def sync_connector_states(self, runner: Any) -> None:
+        """Give ``runner`` the training runners' connector states (e.g. a
+        MeanStdFilter's statistics), so it sees observations as training did."""
+        runner.set_state({"env_to_module": self.env_runner_group.get_state().get("env_to_module", {})})
 
     def evaluate(self) -> Dict[str, Any]:
         """Greedy (unless ``evaluation_explore``) episodes with the current weights."""
-        from envs.env_runner import MultiAgentEnvRunner
-
         cfg = self.config
         if self._eval_runner is None:
-            kwargs = dict(self._runner_kwargs)
-            kwargs["seed"] = None if cfg.seed is None else cfg.seed + 10_000
-            kwargs["worker_index"] = 0
-            kwargs["metrics_num_episodes"] = None  # evaluation averages every episode it ran
-            self._eval_runner = MultiAgentEnvRunner(**kwargs)
+            # Its own seed; evaluation averages every episode it ran.
+            self._eval_runner = self.build_local_env_runner(seed=None if cfg.seed is None else cfg.seed + 10_000)
+        else:
+            self.sync_connector_states(self._eval_runner)
         self._eval_runner.set_weights(self.learner_group.get_weights())
         if cfg.evaluation_duration_unit == "episodes":
             _, metrics = self._eval_runner.sample(num_episodes=cfg.evaluation_duration, explore=cfg.evaluation_explore)
         else:
             _, metrics = self._eval_runner.sample(num_timesteps=cfg.evaluation_duration, explore=cfg.evaluation_explore)
+        metrics.pop("connector_deltas", None)
         return {"env_runners": dict(metrics)}
 
     # -------------------------------------------------------------- checkpoints
@@ -310,6 +314,17 @@ def _means_with_counts(metrics: Dict[str, Any], mean_key: str, count_key: str, d
     counts = metrics.get(count_key, {})
     return {
         str(k): [float(v), int(counts.get(k, default_count))] for k, v in metrics.get(mean_key, {}).items()
+    }
+
+
+def _summary(entries: list) -> Dict[str, Any]:
+    """Episode-weighted means over ``_record_episodes`` entries, under RLlib's key names."""
+    weights = np.asarray([e["n"] for e in entries], dtype=np.float64)
+    return {
+        "episode_return_mean": float(np.average([e["return_mean"] for e in entries], weights=weights)),
+        "episode_len_mean": float(np.average([e["len_mean"] for e in entries], weights=weights)),
+        "agent_episode_returns_mean": _pooled_means([e["agents"] for e in entries]),
+        "module_episode_returns_mean": _pooled_means([e["modules"] for e in entries]),
     }
 
 

@@ -13,6 +13,14 @@ RLLIB_PPO_TRAINING_DEFAULTS = {
     "grad_clip_by": "global_norm",
 }
 
+#: marl's own PPO keys (not RLlib's), off by default. ``value_clip_param``:
+#: PPO2-style clipping of value predictions. ``advantage_stats_include_bootstrap_steps``:
+#: standardise advantages with statistics that also cover the artificial
+#: bootstrap step RLlib appends to every segment
+#: (``learners.advantages.bootstrap_step_advantages``); off, RLlib's update is
+#: matched up to that; on, to float precision (scripts/parity_update.py).
+MARL_PPO_TRAINING_DEFAULTS = {"value_clip_param": None, "advantage_stats_include_bootstrap_steps": False}
+
 
 class PPOConfig(AlgorithmConfig):
     """PPO settings, with RLlib's names, meanings and defaults.
@@ -37,22 +45,16 @@ class PPOConfig(AlgorithmConfig):
         self.rollout_fragment_length = "auto"
         self.use_critic = True
         self.use_gae = True
-        for key, value in RLLIB_PPO_TRAINING_DEFAULTS.items():
-            setattr(self, key, value)
-        # marl's own keys (not RLlib's). PPO2-style value-prediction clipping:
         self.value_clip_param: float | None = None
-        # Standardise advantages with statistics that also cover the artificial
-        # bootstrap step RLlib appends to every segment (see
-        # learners.advantages.bootstrap_step_advantages): off, RLlib's update is
-        # matched up to that; on, to float precision (scripts/parity_update.py).
         self.advantage_stats_include_bootstrap_steps = False
+        for key, value in {**RLLIB_PPO_TRAINING_DEFAULTS, **MARL_PPO_TRAINING_DEFAULTS}.items():
+            setattr(self, key, value)
 
     #: Named alternatives to RLlib's defaults; ``preset(name)`` applies one.
     PRESETS = {
         # RLlib's own defaults (what PPOConfig() starts with).
         "rllib": {
-            "training": {**RLLIB_PPO_TRAINING_DEFAULTS, "value_clip_param": None,
-                         "advantage_stats_include_bootstrap_steps": False},
+            "training": {**RLLIB_PPO_TRAINING_DEFAULTS, **MARL_PPO_TRAINING_DEFAULTS},
             "env_runners": {"num_envs_per_env_runner": 1},
             "model_config": None,
         },

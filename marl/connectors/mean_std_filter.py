@@ -7,13 +7,13 @@ network at unit scale. This is the same filter under the same name: each
 observation first updates the running mean and variance (Welford), then is
 mapped to ``clip((obs - mean) / (std + 1e-8), -clip_by_value, clip_by_value)``.
 The module and the training batch see the filtered values, exactly what the
-policy acted on. Before a second observation the variance is undefined and
-the filter divides by 1 (RLlib's ``RunningStat`` does the same).
+policy acted on. With a single observation seen the variance is undefined
+and the filter divides by 1 (that observation maps to 0 either way).
 
 Statistics are connector state: ``get_state()`` gives plain lists that a
-checkpoint stores as JSON, ``set_state()`` restores them, and ``merge()``
-pools the statistics of several filters (parallel Welford), which is how
-several env runners can agree on one filter.
+checkpoint stores as JSON, ``set_state()`` restores them, and
+``pop_delta()`` / ``apply_deltas()`` pool what several copies saw (parallel
+Welford), which is how env runners in worker processes agree on one filter.
 """
 from __future__ import annotations
 
@@ -91,11 +91,6 @@ class MeanStdFilter:
         if self.clip_by_value is not None:
             out = np.clip(out, -self.clip_by_value, self.clip_by_value)
         return out.astype(np.float32)
-
-    def merge(self, other: "MeanStdFilter") -> None:
-        """Pool ``other``'s statistics into this filter (order-independent)."""
-        if other.count:
-            self._combine(other.count, other.mean, other.m2)
 
     def pop_delta(self) -> Optional[dict]:
         """Statistics of what this copy saw since the last call (None if nothing).

@@ -56,7 +56,6 @@ class EvaluationResult:
 def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], render: bool,
                         gif_path: Optional[Path]) -> EvaluationResult:
     """Run ``episodes`` greedy episodes with the policies in ``checkpoint``."""
-    from envs.env_runner import MultiAgentEnvRunner
     from envs.registry import make_env_creator
     from marl import Algorithm
 
@@ -74,16 +73,11 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], re
             return FrameRecorder(env, frames) if render else env
 
         try:
-            runner = MultiAgentEnvRunner(
-                env_creator=creator,
-                env_config=env_config,
-                module=algo.get_module(None),
-                policy_mapping_fn=algo.policy_mapping_fn,
-                num_envs=1,
-                env_to_module_connector=cfg.env_to_module_connector,
-                seed=seed,
-                explore=False,
-            )
+            # Configured like training (action normalisation, connectors and
+            # their statistics, e.g. a MeanStdFilter's), one env, greedy.
+            runner = algo.build_local_env_runner(
+                env_creator=creator, env_config=env_config, module=algo.get_module(None),
+                num_envs=1, seed=seed, explore=False)
         except TypeError as e:
             if render:
                 raise UsageError(f"argument --render: env {cfg.env!r} cannot be built with "
