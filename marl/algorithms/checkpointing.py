@@ -23,6 +23,7 @@ import torch
 
 from marl.core import checkpoint_io as io
 from marl.algorithms.config_codec import load_config, save_config
+from marl.algorithms.runner_checkpoint import load_env_runners, save_env_runners
 
 LEARNER_DIR = "learner_group/learner"
 RL_MODULE_DIR = f"{LEARNER_DIR}/rl_module"
@@ -74,67 +75,6 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-
-
-# ----------------------------------------------------------------- env runners
-SNAPSHOT_FILE = "sampling_snapshot.pkl"
-
-
-def save_env_runners(group: Any, directory: Path) -> None:
-    """Counters and connector states as JSON; the local runner's envs too.
-
-    Resuming equals an uninterrupted run only if the envs continue exactly
-    where they were (mid-episode, same RNG). So the local runner's sampling
-    state (envs, in-progress episodes, RNGs) is snapshotted with cloudpickle
-    when the envs allow it; otherwise ``state.json`` says why not and a
-    restored run starts fresh episodes.
-    """
-    from marl.algorithms.config_codec import ConfigEncoder
-
-    state = dict(group.get_state())
-    state.pop("rl_module", None)  # the learner's checkpoint holds the weights
-    encoder = ConfigEncoder()
-    data = {"state": encoder.encode(state), "exact_resume": False, "reason": None}
-    runner = getattr(group, "local_runner", None)
-    if runner is None:
-        data["reason"] = "env runners live in worker processes; their envs are not snapshotted"
-    else:
-        import cloudpickle
-
-        try:
-            blob = cloudpickle.dumps({k: v for k, v in vars(runner).items()})
-        except Exception as e:  # an env that cannot be pickled: resume with fresh episodes
-            data["reason"] = f"the envs cannot be pickled ({type(e).__name__}: {e})"
-        else:
-            (directory / SNAPSHOT_FILE).write_bytes(blob)
-            data["exact_resume"] = True
-    if encoder.pickled:
-        import cloudpickle
-
-        (directory / "state.pkl").write_bytes(cloudpickle.dumps(encoder.pickled))
-    io.write_json(directory / "state.json", data)
-
-
-def load_env_runners(group: Any, directory: Path) -> None:
-    from marl.algorithms.config_codec import decode
-
-    data = io.read_json(directory / "state.json")
-    pickled = None
-    if (directory / "state.pkl").exists():
-        import cloudpickle
-
-        pickled = cloudpickle.loads((directory / "state.pkl").read_bytes())
-    snapshot = directory / SNAPSHOT_FILE
-    runner = getattr(group, "local_runner", None)
-    if runner is not None and snapshot.exists():
-        import cloudpickle
-
-        try:
-            restored = cloudpickle.loads(snapshot.read_bytes())
-        except Exception as e:
-            raise io.CheckpointError(f"checkpoint file {str(snapshot)!r} is corrupt: {e}") from e
-        vars(runner).update(restored)
-    group.set_state(decode(data["state"], pickled))
 
 
 # ------------------------------------------------------------------- learner
