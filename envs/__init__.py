@@ -8,9 +8,9 @@
 - `MultiAgentCartPole`: N independent CartPoles (`envs.multi_agent_cartpole`).
 - `image_preset`, `pad_heterogeneous`, `pistonball_preset`: SuperSuit pipelines
   (`envs.supersuit_presets`).
-- `MultiAgentEnvRunner` (`envs.env_runner`): steps envs in lockstep with one
-  batched module forward per step; `EnvRunnerGroup` (`envs.worker_pool`) runs
-  several in worker processes.
+- `MultiAgentEnvRunner` (`envs.sampling`): steps envs in lockstep with one
+  batched module forward per step; `EnvRunnerGroup` runs several in worker
+  processes. (`envs.env_runner` / `envs.worker_pool` remain as import paths.)
 """
 from envs.gym_adapter import SingleAgentParallelEnv
 from envs.multi_agent_cartpole import MultiAgentCartPole
@@ -25,8 +25,8 @@ from envs.supersuit_presets import image_preset, pad_heterogeneous, pistonball_p
 from envs.to_parallel import to_parallel_env
 from envs.turn_based import TurnBasedParallelEnv
 
-from envs.env_runner import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, MultiAgentEnvRunner, infer_module_spaces
-from envs.worker_pool import EnvRunnerGroup
+from marl.core.columns import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN
+from envs.sampling import EnvRunnerGroup, MultiAgentEnvRunner, infer_module_spaces
 
 __all__ = [
     "BOOTSTRAP_OBS",

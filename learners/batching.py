@@ -1,25 +1,16 @@
 """Shaping sampled data for the learner: tensors, sequences, minibatches."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
 
-from marl.core.columns import Columns
+from marl.core.columns import SEGMENT_COLUMNS, Columns
 from marl.core.constants import ModuleID
-
-#: Columns that describe segments rather than steps; never minibatched.
-SEGMENT_COLUMNS = (Columns.SEQ_LENS, "bootstrap_obs", "bootstrap_state_in")
-
-
-def map_structure(fn, value: Any) -> Any:
-    """Apply ``fn`` to every leaf of nested dicts/tuples (observations, states)."""
-    if isinstance(value, Mapping):
-        return {k: map_structure(fn, v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(map_structure(fn, v) for v in value)
-    return fn(value)
+from marl.core.nested import num_rows as leading_dim
+from marl.core.nested import take_rows as take
+from marl.core.nested import tree_map as map_structure
 
 
 def to_tensor(value: Any) -> Any:
@@ -34,18 +25,6 @@ def to_tensor(value: Any) -> Any:
         return torch.from_numpy(np.ascontiguousarray(arr))
 
     return map_structure(convert, value)
-
-
-def leading_dim(value: Any) -> int:
-    if isinstance(value, Mapping):
-        return leading_dim(next(iter(value.values())))
-    if isinstance(value, tuple):
-        return leading_dim(value[0])
-    return len(value)
-
-
-def take(value: Any, index: Any) -> Any:
-    return map_structure(lambda x: x[index], value)
 
 
 def step_columns(batch: Dict[str, Any]) -> Dict[str, Any]:

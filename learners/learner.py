@@ -28,7 +28,25 @@ SHARED_OPTIMIZER_NAME = "__all_modules__/default_optimizer"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN/inf; the update was stopped before any step."""
+    """A loss or a gradient became NaN/inf during ``TorchLearner.update()``.
+
+    What the caller can rely on: it is raised before the optimizer step of
+    the minibatch that produced the value (every module's loss and every
+    gradient, after clipping, is checked before any ``optimizer.step()`` of
+    that minibatch), and the whole update is then rolled back, so every
+    module's weights, every optimizer's state, the learner's own state (e.g.
+    PPO's KL coefficients) and its shuffling RNG are what they were before
+    ``update()`` began, including the steps of earlier minibatches.
+
+    ``module_ids`` lists the modules involved; ``terms`` maps each to the
+    non-finite loss terms it registered (or, for a gradient, the parameters).
+    """
+
+    def __init__(self, message: str, *, module_ids: Sequence[ModuleID] = (),
+                 terms: Optional[Dict[ModuleID, List[str]]] = None) -> None:
+        super().__init__(message)
+        self.module_ids = list(module_ids)
+        self.terms = dict(terms or {})
 
 
 class Learner:
@@ -203,7 +221,14 @@ class TorchLearner(Learner):
         minibatch_size: Optional[int] = None,
         num_epochs: int = 1,
     ) -> Dict[str, Any]:
-        """Run ``num_epochs`` over shuffled minibatches; return per-module metrics."""
+        """Run ``num_epochs`` over shuffled minibatches; return per-module metrics.
+
+        All or nothing: if anything raises part-way (a ``NonFiniteLossError``,
+        a ``KeyboardInterrupt``, ...), the learner is put back to its state
+        before the call, so weights, optimizer states and the shuffling RNG
+        never hold half an update. The price is one copy of the weights and
+        optimizer states per call.
+        """
         self.build()
         batch = {mid: to_tensor(b) for mid, b in batch.items() if mid in set(self.module_ids_to_train)}
         self._metrics.clear()
@@ -216,49 +241,118 @@ class TorchLearner(Learner):
             sizes[mid] = mb
         num_steps = 0
         shuffle = bool(getattr(self.config, "shuffle_batch_per_epoch", True)) and num_epochs > 1
-        for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle):
-            self._update_minibatch(minibatch)
-            num_steps += 1
-        results: Dict[str, Any] = {}
-        last_values: Dict[ModuleID, Dict[str, float]] = {}
-        for mid, stats in self._metrics.items():
-            results[mid] = {k: float(np.mean([float(v) for v in vs])) for k, vs in stats.items()}
-            last_values[mid] = {k: float(vs[-1]) for k, vs in stats.items() if vs}
-        self._last_minibatch_metrics = last_values
-        for mid, b in batch.items():
-            results.setdefault(mid, {})["num_module_steps_trained"] = int(
-                b[Columns.LOSS_MASK].sum() if Columns.LOSS_MASK in b else leading_dim(b[Columns.ACTIONS])
-            )
-        self.after_update(results)
+        before = self._training_state_copy()
+        try:
+            for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle):
+                self._update_minibatch(minibatch)
+                num_steps += 1
+            results: Dict[str, Any] = {}
+            last_values: Dict[ModuleID, Dict[str, float]] = {}
+            for mid, stats in self._metrics.items():
+                results[mid] = {k: float(np.mean([float(v) for v in vs])) for k, vs in stats.items()}
+                last_values[mid] = {k: float(vs[-1]) for k, vs in stats.items() if vs}
+            self._last_minibatch_metrics = last_values
+            for mid, b in batch.items():
+                results.setdefault(mid, {})["num_module_steps_trained"] = int(
+                    b[Columns.LOSS_MASK].sum() if Columns.LOSS_MASK in b else leading_dim(b[Columns.ACTIONS])
+                )
+            self.after_update(results)
+        except NonFiniteLossError as err:
+            self._restore_training_state(before)
+            undone = f"its {num_steps} earlier gradient step(s) undone" if num_steps else "no step had been taken"
+            raise NonFiniteLossError(
+                f"{err} Found at gradient step {num_steps + 1} of this update, before its optimizer "
+                f"step; the update was rolled back ({undone}): every module's weights and every "
+                "optimizer's state are as they were before the update.",
+                module_ids=err.module_ids, terms=err.terms,
+            ) from None
+        except BaseException:
+            self._restore_training_state(before)
+            raise
         results["__all_modules__"] = {"num_gradient_steps": num_steps}
         return results
 
+    def _training_state_copy(self) -> Dict[str, Any]:
+        """A copy of everything ``update()`` changes (for its rollback)."""
+        with torch.no_grad():
+            weights = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        return {
+            "weights": weights,
+            "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()},
+            "learner": copy.deepcopy(self.get_learner_state()),
+            "generator": self._generator.get_state(),
+        }
+
+    def _restore_training_state(self, state: Dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.module.load_state_dict(state["weights"])  # copies in place: optimizers keep their params
+        for name, opt_state in state["optimizers"].items():
+            self.optimizers[name].load_state_dict(opt_state)
+        self.set_learner_state(state["learner"])
+        self._generator.set_state(state["generator"])
+
     def _update_minibatch(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> None:
+        """One gradient step. Every check runs before the first ``optimizer.step()``:
+        each module's loss, then every gradient before and after clipping."""
         fwd_out = self.module.forward_train(minibatch)
         losses = self.compute_losses(fwd_out=fwd_out, batch=minibatch)
-        self._check_finite(losses)
+        self._check_losses_finite(losses)
         total = sum(losses.values())
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         total.backward()
+        # Before clipping the culprit parameters can still be named: global-norm
+        # clipping spreads one NaN to every gradient it scales.
+        self._check_gradients_finite(losses, "")
+        norms = {}
         for name, opt in self.optimizers.items():
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            norm = self._clip_gradients(params)
+            norms[name] = self._clip_gradients(params)
+        self._check_gradients_finite(losses, " after gradient clipping")
+        for name, opt in self.optimizers.items():
             for mid in self._optimizer_modules[name]:
                 if mid in minibatch:
-                    self._metrics[mid]["gradients_global_norm"].append(norm)
+                    self._metrics[mid]["gradients_global_norm"].append(norms[name])
             opt.step()
 
-    def _check_finite(self, losses: Dict[ModuleID, torch.Tensor]) -> None:
+    def _check_losses_finite(self, losses: Dict[ModuleID, torch.Tensor]) -> None:
+        """Raise naming every module whose loss is NaN/inf and the terms that are."""
+        problems, terms_by_module = [], {}
         for mid, loss in losses.items():
-            if torch.isfinite(loss).all():
+            if bool(torch.isfinite(loss).all()):
                 continue
             terms = {k: v[-1] for k, v in self._metrics[mid].items() if v}
-            bad = [k for k, v in terms.items() if not math.isfinite(float(v))]
-            raise NonFiniteLossError(
-                f"module {mid!r}: the loss is {float(loss.detach())} (non-finite terms: "
-                f"{bad or ['total_loss']}); the update was stopped before any weight changed"
-            )
+            bad = [k for k, v in terms.items() if not math.isfinite(float(v))] or ["total_loss"]
+            terms_by_module[mid] = bad
+            problems.append(f"module {mid!r}: the loss is {float(loss.detach().sum())} (non-finite terms: {bad})")
+        if problems:
+            raise NonFiniteLossError("; ".join(problems) + ".", module_ids=list(terms_by_module),
+                                     terms=terms_by_module)
+
+    def _check_gradients_finite(self, losses: Dict[ModuleID, torch.Tensor], when: str) -> None:
+        """Raise naming the modules and parameters whose gradient is NaN/inf."""
+        grads = [p.grad for opt in self.optimizers.values() for g in opt.param_groups
+                 for p in g["params"] if p.grad is not None]
+        if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            return
+        owner: Dict[int, tuple] = {}
+        for mid, sub in self.module.items():
+            for pname, p in sub.named_parameters():
+                owner.setdefault(id(p), (mid, pname))
+        bad: Dict[ModuleID, List[str]] = defaultdict(list)
+        for opt in self.optimizers.values():
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                        mid, pname = owner.get(id(p), ("<container>", "?"))
+                        bad[mid].append(pname)
+        loss_values = {mid: float(loss.detach().sum()) for mid, loss in losses.items()}
+        described = "; ".join(f"module {mid!r}: non-finite gradient{when} of {names}" for mid, names in bad.items())
+        raise NonFiniteLossError(
+            f"{described} while every loss is finite ({loss_values}): a loss term has a NaN/inf "
+            "gradient at a finite value (e.g. sqrt or log at 0).",
+            module_ids=list(bad), terms=dict(bad),
+        )
 
     def _clip_gradients(self, params: Sequence[torch.nn.Parameter]) -> float:
         clip = getattr(self.config, "grad_clip", None)

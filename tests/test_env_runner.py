@@ -229,7 +229,9 @@ def test_seeded_runner_leaves_global_torch_rng_alone():
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
 
 
-def test_envs_are_first_reset_with_seed_offsets():
+def test_every_episode_resets_with_a_seed_derived_from_seed_worker_env_and_episode():
+    from envs.sampling.recovery import episode_seed
+
     seeds = []
 
     class Recording(ScriptedEnv):
@@ -239,8 +241,14 @@ def test_envs_are_first_reset_with_seed_offsets():
 
     runner = make_runner(Recording, num_envs=3, seed=10, worker_index=2)
     runner.sample(num_timesteps=3 * 8)  # every env resets a second time after 7 steps
-    assert seeds[:3] == [2010, 2011, 2012]
-    assert seeds[3:] and all(s is None for s in seeds[3:])
+    assert seeds[:3] == [episode_seed(10, 2, e, 0) for e in range(3)]
+    assert seeds[3:6] == [episode_seed(10, 2, e, 1) for e in range(3)]
+    assert len(set(seeds)) == len(seeds), "every episode gets its own seed"
+    # Unseeded runners draw their base once, so their episodes are replayable too.
+    seeds.clear()
+    unseeded = make_runner(Recording, num_envs=2, seed=None)
+    unseeded.sample(num_timesteps=2)
+    assert seeds == [episode_seed(unseeded.seed_base, 0, e, 0) for e in range(2)]
 
 
 # ----------------------------------------------------------------- errors

@@ -10,7 +10,7 @@ import torch
 
 from envs.env_runner import BOOTSTRAP_OBS
 from envs.multi_agent_cartpole import MultiAgentCartPole
-from envs.worker_pool import EnvRunnerGroup, merge_metrics
+from envs.sampling import EnvRunnerGroup, merge_metrics
 from marl.core import DEFAULT_MODULE_ID, Columns
 from tests.test_env_runner_support import ScriptedEnv, check_batch_layout, segments, tiny_spec
 
@@ -82,7 +82,7 @@ def test_zero_workers_run_one_local_runner():
 
 
 def test_unpicklable_creator_fails_with_a_clear_error(monkeypatch):
-    import envs.worker_pool as wp
+    import envs.sampling.worker as wp
 
     monkeypatch.setattr(wp, "_cloudpickle", None)  # plain pickle: lambdas cannot cross
     with pytest.raises(TypeError, match="env_creator.*picklable"):

@@ -1,4 +1,6 @@
 """Learners: advantage estimators, optimizer layout, updates, NaN handling."""
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -230,3 +232,111 @@ def test_recurrent_module_trains_on_sequences_with_loss_mask():
     results = learner.update_from_samples({"p0": samples})
     assert results["p0"]["num_module_steps_trained"] == 21  # padding masked out
     assert any(not torch.equal(v, before[k]) for k, v in learner.module["p0"].state_dict().items())
+
+
+# ------------------------------------------------ non-finite losses and gradients
+def two_module_learner(**training):
+    spec = MultiRLModuleSpec(
+        rl_module_specs={
+            mid: RLModuleSpec(DefaultPPOTorchRLModule, OBS, ACT, model_config={"fcnet_hiddens": [8]})
+            for mid in ("p0", "p1")
+        }
+    )
+    learner = PPOTorchLearner(config=PPOConfig().training(**training), module_spec=spec)
+    learner.build()
+    # One clean update first, so the Adam states the tests compare are not empty.
+    learner.update_from_samples({"p0": fake_samples(seed=1), "p1": fake_samples(seed=2)})
+    return learner
+
+
+def full_state(learner):
+    """Every weight, every optimizer state, the KL coefficients and the shuffling RNG."""
+    return {
+        "weights": snapshot(learner.module),
+        "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in learner.optimizers.items()},
+        "kl_coeffs": dict(learner.kl_coeffs),
+        "generator": learner._generator.get_state(),
+    }
+
+
+def assert_same(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def poison(learner, monkeypatch, module_id, how, at_call=1):
+    """Make ``module_id``'s loss go wrong on its ``at_call``-th computation of the update."""
+    original = type(learner).compute_loss_for_module
+    calls = {"n": 0}
+
+    def poisoned(self, mid, config, batch, fwd_out):
+        loss = original(self, mid, config, batch, fwd_out)
+        if mid != module_id:
+            return loss
+        calls["n"] += 1
+        if calls["n"] < at_call:
+            return loss
+        if how == "nan_loss":
+            self._metrics[mid]["entropy"][-1] = torch.tensor(float("nan"))
+            return loss * float("nan")
+        if how == "nan_gradient":  # value stays finite; d sqrt(x)/dx at 0 is inf, times 0: NaN
+            zero = sum(p.sum() for p in self.module[mid].parameters()) * 0.0
+            return loss + torch.sqrt(zero) * 0.0
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(learner), "compute_loss_for_module", poisoned)
+
+
+def test_nan_loss_of_the_second_module_leaves_every_weight_and_optimizer_state_as_before(monkeypatch):
+    learner = two_module_learner()
+    assert sorted(learner.optimizers) == ["p0/default_optimizer", "p1/default_optimizer"]
+    before = full_state(learner)
+    poison(learner, monkeypatch, "p1", "nan_loss")
+    with pytest.raises(NonFiniteLossError) as err:
+        learner.update_from_samples({"p0": fake_samples(seed=3), "p1": fake_samples(seed=4)})
+    assert "'p1'" in str(err.value) and "entropy" in str(err.value) and "'p0'" not in str(err.value)
+    assert err.value.module_ids == ["p1"] and "entropy" in err.value.terms["p1"]
+    assert "no step had been taken" in str(err.value)
+    assert_same(full_state(learner), before)
+
+
+def test_nan_gradient_of_a_finite_loss_is_caught_before_any_optimizer_step(monkeypatch):
+    learner = two_module_learner()
+    before = full_state(learner)
+    poison(learner, monkeypatch, "p1", "nan_gradient")
+    with pytest.raises(NonFiniteLossError) as err:
+        learner.update_from_samples({"p0": fake_samples(seed=3), "p1": fake_samples(seed=4)})
+    message = str(err.value)
+    assert "'p1'" in message and "gradient" in message and "every loss is finite" in message
+    assert err.value.module_ids == ["p1"] and err.value.terms["p1"]  # the parameters' names
+    assert_same(full_state(learner), before)
+
+
+def test_nan_in_a_later_minibatch_rolls_back_the_whole_update(monkeypatch):
+    learner = two_module_learner(minibatch_size=8, num_epochs=2)
+    before = full_state(learner)
+    poison(learner, monkeypatch, "p0", "nan_loss", at_call=3)
+    with pytest.raises(NonFiniteLossError) as err:
+        learner.update_from_samples({"p0": fake_samples(seed=3), "p1": fake_samples(seed=4)})
+    assert "gradient step 3 of this update" in str(err.value)
+    assert "its 2 earlier gradient step(s) undone" in str(err.value)
+    assert_same(full_state(learner), before)
+
+
+def test_an_interrupt_during_the_update_leaves_no_half_update(monkeypatch):
+    learner = two_module_learner(minibatch_size=8, num_epochs=2)
+    before = full_state(learner)
+    poison(learner, monkeypatch, "p1", "interrupt", at_call=4)
+    with pytest.raises(KeyboardInterrupt):
+        learner.update_from_samples({"p0": fake_samples(seed=3), "p1": fake_samples(seed=4)})
+    assert_same(full_state(learner), before)

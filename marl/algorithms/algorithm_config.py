@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any, Callable, Collection, Dict, Optional, Union
+import math
+import numbers
+from typing import Any, Callable, Collection, Dict, Mapping, Optional, Union
+
+import numpy as np
 
 from marl.core.constants import DEFAULT_MODULE_ID
 
@@ -25,6 +29,75 @@ def _unknown_key_error(method: str, key: str, valid: Collection[str]) -> ConfigE
     return ConfigError(
         f"{method}() got an unknown key {key!r}{hint}; valid keys: {sorted(valid)}"
     )
+
+
+def _bad_value(key: str, value: Any, expected: str, hint: str = "") -> ConfigError:
+    return ConfigError(f"{key}={value!r}: expected {expected}" + (f" ({hint})" if hint else ""))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_int(key: str, value: Any, minimum: int, *, none: Optional[str] = None, hint: str = "") -> None:
+    """``value`` must be an int >= ``minimum`` (or None, if ``none`` says what None means)."""
+    if value is None and none is not None:
+        return
+    if not (_is_int(value) and value >= minimum):
+        expected = f"an int >= {minimum}"
+        raise _bad_value(key, value, f"None ({none}) or {expected}" if none is not None else expected, hint)
+
+
+def check_number(
+    key: str,
+    value: Any,
+    *,
+    low: float,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    none: Optional[str] = None,
+    allow_inf: bool = False,
+    hint: str = "",
+) -> None:
+    """``value`` must be a real number in the range (bools and NaN never are).
+
+    ``low_open`` excludes ``low``; ``allow_inf`` admits +inf (e.g. "no clipping");
+    ``none`` (what None means) admits None.
+    """
+    if value is None and none is not None:
+        return
+    ok = _is_real(value) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value <= high
+    if ok and math.isinf(value) and not allow_inf:
+        ok = False
+    if ok:
+        return
+    if high is not None:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low == 0 and low_open:
+        expected = "a positive number"
+    else:
+        expected = f"a number {'>' if low_open else '>='} {low:g}"
+    if none is not None:
+        expected = f"None ({none}) or {expected}"
+    if isinstance(value, (list, tuple)) and not hint:
+        hint = "RLlib's [[timestep, value], ...] schedules are not implemented in marl; pass one number"
+    raise _bad_value(key, value, expected, hint)
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):  # numpy's bool is no subclass of bool
+        raise _bad_value(key, value, "True or False")
+
+
+def check_choice(key: str, value: Any, choices: Collection[Any]) -> None:
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise _bad_value(key, value, "one of " + ", ".join(repr(c) for c in choices))
 
 
 class AlgorithmConfig:
@@ -51,6 +124,8 @@ class AlgorithmConfig:
         # RLlib's action handling: module actions of a bounded Box live in [-1, 1].
         self.normalize_actions = True
         self.clip_actions = False
+        self.sample_timeout_s = 60.0
+        self.nonfinite_env_values = "raise"
         # multi-agent
         self.policies: Optional[Collection[str]] = None
         self.policy_mapping_fn: Optional[Callable] = None
@@ -123,17 +198,27 @@ class AlgorithmConfig:
 
     def env_runners(self, **kwargs: Any) -> "AlgorithmConfig":
         """num_env_runners, num_envs_per_env_runner, rollout_fragment_length, env_to_module_connector,
-        explore, normalize_actions, clip_actions.
+        explore, normalize_actions, clip_actions, sample_timeout_s, nonfinite_env_values.
 
         ``normalize_actions`` (RLlib's default True): a bounded float Box action
         space is seen by the module as [-1, 1] and rescaled to [low, high] on the
         way to the env. ``clip_actions`` (default False): clip to the bounds
         without rescaling (only consulted when normalize_actions is off).
+
+        ``sample_timeout_s`` (RLlib's default 60.0; None: no limit): an env whose
+        ``step()`` or ``reset()`` is still running after this long counts as
+        hung; its episode is dropped and the env recreated (in a worker whose
+        env hangs outside Python, the worker is restarted). Counted in
+        ``env_runners/num_env_hangs``.
+
+        ``nonfinite_env_values`` ("raise" by default, or "drop_episode"): what a
+        NaN/inf observation or reward does; the error names env, agent and step.
         """
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
-             "env_to_module_connector", "explore", "normalize_actions", "clip_actions"},
+             "env_to_module_connector", "explore", "normalize_actions", "clip_actions",
+             "sample_timeout_s", "nonfinite_env_values"},
             kwargs,
         )
 
@@ -218,41 +303,85 @@ class AlgorithmConfig:
         return self.learner_class or self.get_default_learner_class()
 
     def validate(self) -> None:
-        """Check the config as a whole; raises ``ConfigError`` naming the problem."""
+        """Check every value before anything is built; raises ``ConfigError``
+        naming the key, the value seen and what is expected.
+
+        Ranges follow RLlib's meaning of each key; values RLlib gives a meaning
+        (``grad_clip=None``: no clipping, ``evaluation_interval=0``: no
+        evaluation) are accepted. Subclasses add their algorithm's keys.
+        """
         if self.env is None:
             raise ConfigError("no environment: call config.environment(env=...)")
-        for key in ("num_env_runners", "num_envs_per_env_runner", "train_batch_size_per_learner", "num_epochs"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < (0 if key == "num_env_runners" else 1):
-                raise ConfigError(f"{key}={value!r}: expected a positive integer")
-        if self.minibatch_size is not None and (not isinstance(self.minibatch_size, int) or self.minibatch_size < 1):
-            raise ConfigError(f"minibatch_size={self.minibatch_size!r}: expected a positive integer or None")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"lr={self.lr!r}: expected a positive number")
-        if not (0.0 <= self.gamma <= 1.0):
-            raise ConfigError(f"gamma={self.gamma!r}: expected a number in [0, 1]")
-        if self.grad_clip_by not in ("global_norm", "norm", "value"):
-            raise ConfigError(f"grad_clip_by={self.grad_clip_by!r}: expected 'global_norm', 'norm' or 'value'")
+        if not isinstance(self.env_config, Mapping):
+            raise _bad_value("env_config", self.env_config, "a dict")
+        # env runners
+        check_int("num_env_runners", self.num_env_runners, 0, hint="0 samples in the main process")
+        check_int("num_envs_per_env_runner", self.num_envs_per_env_runner, 1)
+        fragment = self.rollout_fragment_length
+        if fragment != "auto" and not (_is_int(fragment) and fragment >= 1):
+            raise _bad_value("rollout_fragment_length", fragment, "'auto' or an int >= 1",
+                             "'auto' splits the train batch evenly over the env runners and their envs")
+        check_number("sample_timeout_s", self.sample_timeout_s, low=0.0, low_open=True,
+                     none="no time limit", allow_inf=False)
+        if self.nonfinite_env_values not in ("raise", "drop_episode"):
+            raise _bad_value("nonfinite_env_values", self.nonfinite_env_values, "'raise' or 'drop_episode'")
+        for key in ("explore", "normalize_actions", "clip_actions"):
+            check_bool(key, getattr(self, key))
+        if not self.explore:
+            raise ConfigError(
+                "explore=False: PPO and VPG learn on-policy from sampled actions and their "
+                "log-probabilities; keep explore=True (evaluation() runs greedily by itself)"
+            )
+        if self.env_to_module_connector is not None and not callable(self.env_to_module_connector):
+            raise _bad_value("env_to_module_connector", self.env_to_module_connector,
+                             "None or a callable (env, spaces, device) -> connector")
+        # multi-agent
+        if self.policy_mapping_fn is not None and not callable(self.policy_mapping_fn):
+            raise _bad_value("policy_mapping_fn", self.policy_mapping_fn,
+                             "a callable (agent_id, episode, **kw) -> module id")
         if self.policies is not None and self.policy_mapping_fn is None and set(self.policies) != {DEFAULT_MODULE_ID}:
             raise ConfigError(
                 f"policies {sorted(self.policies)} are set but no policy_mapping_fn: pass "
                 "multi_agent(policy_mapping_fn=lambda agent_id, episode, **kw: ...) so every "
                 "agent is mapped to one of them"
             )
-        if not self.explore:
-            raise ConfigError(
-                "explore=False: PPO and VPG learn on-policy from sampled actions and their "
-                "log-probabilities; keep explore=True (evaluation() runs greedily by itself)"
-            )
-        window = self.metrics_num_episodes_for_smoothing
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ConfigError(f"metrics_num_episodes_for_smoothing={window!r}: expected a positive integer")
+        # training
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("gamma", self.gamma, low=0.0, high=1.0)
+        check_int("train_batch_size_per_learner", self.train_batch_size_per_learner, 1)
+        check_int("minibatch_size", self.minibatch_size, 1, none="the whole batch")
+        check_int("num_epochs", self.num_epochs, 1)
+        check_bool("shuffle_batch_per_epoch", self.shuffle_batch_per_epoch)
+        check_number("grad_clip", self.grad_clip, low=0.0, low_open=True, none="no clipping", allow_inf=True,
+                     hint="0 would freeze the weights and a negative value flip the gradients")
+        check_choice("grad_clip_by", self.grad_clip_by, ("global_norm", "norm", "value"))
+        if self.learner_class is not None and not isinstance(self.learner_class, type):
+            raise _bad_value("learner_class", self.learner_class, "None or a Learner class")
+        check_bool("normalize_advantages", self.normalize_advantages)
+        check_number("entropy_coeff", self.entropy_coeff, low=0.0,
+                     hint="a negative coefficient would push the policy to collapse"
+                     if _is_real(self.entropy_coeff) else "")
+        # learners
+        check_int("num_learners", self.num_learners, 0, hint="0: one local learner")
+        if self.shared_optimizer is not None:
+            check_bool("shared_optimizer", self.shared_optimizer)
+        # evaluation
+        check_int("evaluation_interval", self.evaluation_interval, 0, none="no evaluation",
+                  hint="n evaluates after every n-th iteration; 0, as in RLlib, means no evaluation")
+        if self.evaluation_duration == "auto":
+            raise ConfigError("evaluation_duration='auto': expected an int >= 1 ('auto' needs RLlib's "
+                              "evaluation_parallel_to_training, which marl does not implement)")
+        check_int("evaluation_duration", self.evaluation_duration, 1,
+                  hint="counted in evaluation_duration_unit")
+        check_choice("evaluation_duration_unit", self.evaluation_duration_unit, ("episodes", "timesteps"))
+        check_bool("evaluation_explore", self.evaluation_explore)
+        if hasattr(self, "evaluation_num_env_runners"):
+            check_int("evaluation_num_env_runners", self.evaluation_num_env_runners, 0)
+        # reporting and debugging
+        check_int("metrics_num_episodes_for_smoothing", self.metrics_num_episodes_for_smoothing, 1)
+        check_int("seed", self.seed, 0, none="unseeded")
         if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level={self.log_level!r}: expected DEBUG, INFO, WARN, ERROR or CRITICAL")
-        if self.evaluation_duration_unit not in ("episodes", "timesteps"):
-            raise ConfigError(
-                f"evaluation_duration_unit={self.evaluation_duration_unit!r}: expected 'episodes' or 'timesteps'"
-            )
 
     def build(self, **kwargs: Any):
         """Validate and build the algorithm (``build_algo`` is an alias)."""

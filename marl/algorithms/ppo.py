@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from marl.algorithms.algorithm import Algorithm
-from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError
+from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError, check_bool, check_number
 
 
 #: RLlib 2.60's PPOConfig training defaults (new API stack).
@@ -100,23 +100,25 @@ class PPOConfig(AlgorithmConfig):
         return PPOTorchLearner
 
     def validate(self) -> None:
+        """Common checks, then PPO's keys with RLlib's meaning (``kl_coeff=0.0``:
+        no KL penalty; ``vf_clip_param=None`` or ``inf``: no clamping)."""
         super().validate()
+        for key in ("use_gae", "use_critic", "use_kl_loss", "advantage_stats_include_bootstrap_steps"):
+            check_bool(key, getattr(self, key))
         if not self.use_gae:
             raise ConfigError("use_gae=False is not implemented; PPO here always uses GAE")
-        if not (0.0 <= self.lambda_ <= 1.0):
-            raise ConfigError(f"lambda_={self.lambda_!r}: expected a number in [0, 1]")
-        if self.clip_param <= 0:
-            raise ConfigError(f"clip_param={self.clip_param!r}: expected a positive number")
         if not self.use_critic:
             raise ConfigError("use_critic=False is not implemented; PPO here always trains a value function")
+        check_number("lambda_", self.lambda_, low=0.0, high=1.0)
+        check_number("clip_param", self.clip_param, low=0.0, low_open=True, allow_inf=True,
+                     hint="0 would stop the policy from changing")
         for key in ("vf_clip_param", "value_clip_param"):
-            value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"{key}={value!r}: expected a positive number or None (no clipping)")
-        for key in ("vf_loss_coeff", "kl_coeff", "kl_target"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ConfigError(f"{key}={value!r}: expected a number >= 0")
+            check_number(key, getattr(self, key), low=0.0, low_open=True, none="no clipping", allow_inf=True)
+        check_number("vf_loss_coeff", self.vf_loss_coeff, low=0.0,
+                     hint="a negative coefficient would make the value function worse")
+        check_number("kl_coeff", self.kl_coeff, low=0.0, hint="0.0 turns the KL penalty off")
+        check_number("kl_target", self.kl_target, low=0.0, low_open=True,
+                     hint="with 0 the adaptive KL coefficient would grow without bound")
 
 
 class PPO(Algorithm):

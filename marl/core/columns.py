@@ -43,3 +43,15 @@ class Columns:
     AGENT_ID = "agent_id"
     MODULE_ID = "module_id"
     LOSS_MASK = "loss_mask"
+
+
+# Segment columns: the contract between the sampler (envs) and the learners.
+# One entry per trajectory segment (see ``SEQ_LENS``), not per step, so they
+# are never minibatched with the step columns.
+
+#: Per segment, the observation after the segment's last step (post-connector).
+BOOTSTRAP_OBS = "bootstrap_obs"
+#: Per segment (stateful modules), the recurrent state to feed with ``BOOTSTRAP_OBS``.
+BOOTSTRAP_STATE_IN = "bootstrap_state_in"
+#: Columns that describe segments rather than steps.
+SEGMENT_COLUMNS = (Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN)

@@ -13,90 +13,11 @@ so the buffer needs no space objects.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-Nested = Any  # np.ndarray | dict[str, Nested] | tuple[Nested, ...]
-
-
-# --------------------------------------------------------------------------
-# Small helpers for nested structures of arrays.
-# --------------------------------------------------------------------------
-
-
-def tree_map(fn: Callable[[Any], Any], x: Nested) -> Nested:
-    """Apply ``fn`` to every leaf of a dict/tuple/list structure."""
-    if isinstance(x, Mapping):
-        return {k: tree_map(fn, v) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(tree_map(fn, v) for v in x)
-    return fn(x)
-
-
-def tree_map2(fn: Callable[[Any, Any], Any], x: Nested, y: Nested) -> Nested:
-    """``fn`` applied leaf-wise to two structures of the same layout."""
-    if isinstance(x, Mapping):
-        return {k: tree_map2(fn, v, y[k]) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(tree_map2(fn, v, y[i]) for i, v in enumerate(x))
-    return fn(x, y)
-
-
-def stack_observations(observations: List[Any]) -> Nested:
-    """Stack per-agent raw observations into a batch of the same structure.
-
-    Arrays become ``[B, *shape]`` arrays keeping their dtype; dicts (e.g.
-    PettingZoo's ``{"observation", "action_mask"}``) and tuples become dicts
-    / tuples of stacked arrays; Python/numpy scalars (Discrete observations)
-    become a ``[B]`` array.
-    """
-    first = observations[0]
-    if isinstance(first, Mapping):
-        return {k: stack_observations([o[k] for o in observations]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(stack_observations([o[i] for o in observations]) for i in range(len(first)))
-    if isinstance(first, np.ndarray):
-        # np.array is ~3x faster than np.stack on lists of small arrays; it
-        # only differs for ragged inputs, where np.stack gives the clear error.
-        try:
-            out = np.array(observations)
-        except ValueError:
-            out = None
-        if out is None or out.dtype == object or out.shape[1:] != first.shape:
-            return np.stack(observations)
-        return out
-    return np.asarray(observations)
-
-
-def take_rows(x: Nested, idx: Any) -> Nested:
-    """Rows ``idx`` (int, slice or index array) of every leaf."""
-    if isinstance(x, np.ndarray):
-        return x[idx]
-    return tree_map(lambda a: a[idx], x)
-
-
-def zeros_like_rows(x: Nested, n: int) -> Nested:
-    """A zero structure with ``n`` rows and the per-row shapes/dtypes of ``x``."""
-    return tree_map(lambda a: np.zeros((n,) + a.shape[1:], dtype=a.dtype), x)
-
-
-def concat_nested(parts: List[Nested]) -> Nested:
-    """Concatenate structures of arrays along the first axis."""
-    first = parts[0]
-    if isinstance(first, Mapping):
-        return {k: concat_nested([p[k] for p in parts]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(concat_nested([p[i] for p in parts]) for i in range(len(first)))
-    return np.concatenate(parts, axis=0)
-
-
-def num_rows(x: Nested) -> int:
-    """The batch size of a structure of arrays."""
-    while not isinstance(x, np.ndarray):
-        x = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
-    return int(x.shape[0])
-
+from marl.core.nested import Nested, take_rows, tree_map
 
 # --------------------------------------------------------------------------
 # Module step buffer.
