@@ -10,11 +10,13 @@ about three minutes on two CPU cores. ``--help`` lists every option;
     python scripts/run_marl.py --resume runs/<run> --stop-timesteps 400000
     python scripts/run_marl.py --eval runs/<run> --eval-episodes 3 --render
 
-``main(argv)`` is the whole program and returns what it did (tests and
-``sweep.py`` call it in-process).
+Ctrl-C or SIGTERM lets the iteration in progress finish, saves it and exits
+with 130 / 143; a second Ctrl-C stops at once. ``main(argv)`` is the whole
+program and returns what it did (tests and ``sweep.py`` call it in-process).
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from scripts.experiment import cli  # noqa: E402
+from scripts.experiment import cli, closed_pipes, interrupts  # noqa: E402
 from scripts.experiment.run_dir import (  # noqa: E402
     CHECKPOINT_DIR,
     RETURN_KEY,
@@ -45,18 +47,35 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     Returns ``{"run_dir", "checkpoint", "final", "stop_reason", ...}`` after
     training, or ``{"returns", "gif", ...}`` after ``--eval``. Bad arguments
     print an argparse-style error naming the argument and exit with status 2.
-    """
-    spec = cli.parse_or_exit(argv)
-    import torch
 
-    torch.set_num_threads(spec.torch_threads)
-    try:
-        if spec.eval is not None:
-            return evaluate(spec)
-        return train(spec)
-    except cli.UsageError as e:
-        cli.usage_error(str(e))
-        raise AssertionError("unreachable")
+    Ctrl-C (SIGINT) or SIGTERM during training stops the run once the
+    iteration in progress has finished: it saves that iteration, prints the
+    summary and raises ``SystemExit`` with 130 (SIGINT) or 143 (SIGTERM), so
+    a sweep or a shell loop stops too. A second signal raises it at once,
+    saving nothing. Console output whose reader has gone (``| tee`` killed by
+    the same Ctrl-C) is dropped instead of failing the run.
+    """
+    with closed_pipes.tolerate_closed_pipes():
+        spec = cli.parse_or_exit(argv)
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
+        try:
+            if spec.eval is not None:
+                return evaluate(spec)
+            result = train(spec)
+        except cli.UsageError as e:
+            cli.usage_error(str(e))
+            raise AssertionError("unreachable")
+        except interrupts.ForcedStop as e:
+            print(f"{e}; {e.detail or 'nothing saved'}", file=sys.stderr)
+            raise SystemExit(e.exit_code) from None
+        except KeyboardInterrupt:  # before training started, or during --eval: nothing to save
+            print("interrupted (SIGINT); nothing saved", file=sys.stderr)
+            raise SystemExit(interrupts.exit_code(signal.SIGINT)) from None
+    if result["interrupted_by"] is not None:
+        raise SystemExit(result["exit_code"])
+    return result
 
 
 # ---------------------------------------------------------------------- train
@@ -75,76 +94,101 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
             f"--model-config {spec.model_config}): {type(e).__name__}: {e}"
         ) from None
     console = progress.console()
-    try:
-        resume_checkpoint: Optional[Path] = None
-        if spec.resume is not None:
-            run_dir, resume_checkpoint = find_run_dir(spec.resume, "--resume")
-        else:
-            run_dir = create_run_dir(spec.run_dir, spec.env, spec.algo, spec.policy_setup)
-        options = spec.to_dict()
-        options["run_dir"] = str(run_dir)
-        if resume_checkpoint is not None:
-            options["resumed_from"] = str(resume_checkpoint)
-        write_config(run_dir, options, algorithm_config_snapshot(config))
-        checkpoint = run_dir / CHECKPOINT_DIR
-        metrics = MetricsLog(run_dir)
-
-        if resume_checkpoint is not None:
-            try:
-                algo.restore_from_path(str(resume_checkpoint))
-            except Exception as e:  # e.g. options changed on resume so the modules no longer match
-                raise cli.UsageError(
-                    f"argument --resume: checkpoint {str(resume_checkpoint)!r} does not fit the resolved "
-                    f"config (did an override change the modules?): {type(e).__name__}: {e}"
-                ) from None
-            dropped = metrics.truncate_after(algo.iteration)
-            console.print(
-                f"resumed {run_dir} at iteration {algo.iteration}, "
-                f"{algo.get_state()['counters'][STEP_KEY]:,} env steps"
-                + (f" (dropped {dropped} metrics rows written after that checkpoint)" if dropped else "")
-            )
-        history = read_metrics(run_dir)
-        tracker = tracking.start_tracking(spec, run_dir, options, resume_id=_wandb_run_id(run_dir))
-        if isinstance(tracker, tracking.WandbTracker):
-            (run_dir / "wandb_run_id").write_text(tracker.run_id)
-        stop = StopConditions.from_spec(spec)
-        console.print(
-            f"[bold]{spec.algo.upper()}[/bold] / {setup.name} on {spec.env}: modules "
-            f"{', '.join(setup.module_ids)}; stop at {stop.describe()}; run dir {run_dir}"
-        )
-        bar = progress.TrainingProgress(stop, history[-1] if history else None, enabled=spec.progress)
-        session_rows: List[Dict[str, Any]] = []
-        started = time.perf_counter()
-        saved_iteration: Optional[int] = None
-        reason: Optional[str] = stop.reason(history[-1], 0.0) if history else None
-        if reason is not None:
-            console.print(f"[yellow]nothing to do: the run already {reason}; raise the stop conditions[/yellow]")
+    # From here on Ctrl-C and SIGTERM only ask the loop to stop; it checks between iterations,
+    # so metrics.jsonl and the checkpoint never see half an iteration (scripts/experiment/interrupts.py).
+    with interrupts.deferred_stop("the current iteration") as interrupt:
+        on_disk: Optional[int] = None  # the iteration checkpoint/ holds, for the notes of an early stop
         try:
-            while reason is None:
-                row = flatten(algo.train())
-                row["timestamp"] = time.time()
-                metrics.append(row)
-                tracker.log(row)
-                session_rows.append(row)
-                bar.update(row)
-                if spec.checkpoint_every and row["training_iteration"] % spec.checkpoint_every == 0:
-                    algo.save_to_path(str(checkpoint))
-                    saved_iteration = algo.iteration
-                    bar.write(f"checkpoint saved at iteration {row['training_iteration']}: {checkpoint}")
-                reason = stop.reason(row, time.perf_counter() - started)
-        except KeyboardInterrupt:
-            reason = "interrupted (Ctrl-C); the checkpoint holds the last finished iteration"
+            resume_checkpoint: Optional[Path] = None
+            if spec.resume is not None:
+                run_dir, resume_checkpoint = find_run_dir(spec.resume, "--resume")
+            else:
+                run_dir = create_run_dir(spec.run_dir, spec.env, spec.algo, spec.policy_setup)
+            options = spec.to_dict()
+            options["run_dir"] = str(run_dir)
+            if resume_checkpoint is not None:
+                options["resumed_from"] = str(resume_checkpoint)
+            write_config(run_dir, options, algorithm_config_snapshot(config))
+            checkpoint = run_dir / CHECKPOINT_DIR
+            metrics = MetricsLog(run_dir)
+
+            if resume_checkpoint is not None:
+                try:
+                    algo.restore_from_path(str(resume_checkpoint))
+                except Exception as e:  # e.g. options changed on resume so the modules no longer match
+                    raise cli.UsageError(
+                        f"argument --resume: checkpoint {str(resume_checkpoint)!r} does not fit the resolved "
+                        f"config (did an override change the modules?): {type(e).__name__}: {e}"
+                    ) from None
+                dropped = metrics.truncate_after(algo.iteration)
+                console.print(
+                    f"resumed {run_dir} at iteration {algo.iteration}, "
+                    f"{algo.get_state()['counters'][STEP_KEY]:,} env steps"
+                    + (f" (dropped {dropped} metrics rows written after that checkpoint)" if dropped else "")
+                )
+            history = read_metrics(run_dir)
+            tracker = tracking.start_tracking(spec, run_dir, options, resume_id=_wandb_run_id(run_dir))
+            if isinstance(tracker, tracking.WandbTracker):
+                (run_dir / "wandb_run_id").write_text(tracker.run_id)
+            stop = StopConditions.from_spec(spec)
+            console.print(
+                f"[bold]{spec.algo.upper()}[/bold] / {setup.name} on {spec.env}: modules "
+                f"{', '.join(setup.module_ids)}; stop at {stop.describe()}; run dir {run_dir}"
+            )
+            bar = progress.TrainingProgress(stop, history[-1] if history else None, enabled=spec.progress)
+            session_rows: List[Dict[str, Any]] = []
+            started = time.perf_counter()
+            if resume_checkpoint is not None and resume_checkpoint.resolve() == checkpoint.resolve():
+                on_disk = algo.iteration
+            saved_iteration = on_disk
+            reason: Optional[str] = stop.reason(history[-1], 0.0) if history else None
+            if reason is not None:
+                console.print(f"[yellow]nothing to do: the run already {reason}; raise the stop conditions[/yellow]")
+            try:
+                try:
+                    while reason is None and not interrupt.requested:
+                        row = flatten(algo.train())
+                        row["timestamp"] = time.time()
+                        metrics.append(row)
+                        tracker.log(row)
+                        session_rows.append(row)
+                        bar.update(row)
+                        if spec.checkpoint_every and row["training_iteration"] % spec.checkpoint_every == 0:
+                            algo.save_to_path(str(checkpoint))
+                            saved_iteration = on_disk = algo.iteration
+                            bar.write(f"checkpoint saved at iteration {row['training_iteration']}: {checkpoint}")
+                        reason = stop.reason(row, time.perf_counter() - started)
+                finally:
+                    bar.close()
+            except Exception as e:
+                if not interrupt.requested:
+                    raise
+                # E.g. a worker process killed by the same Ctrl-C: what the failed iteration
+                # left behind is no state to save.
+                print(f"{interrupt.name}: the iteration in progress failed after the signal "
+                      f"({type(e).__name__}: {e}); nothing saved; {_on_disk(checkpoint, on_disk)}", file=sys.stderr)
+                tracker.finish(None, summary={"stop_reason": f"interrupted by {interrupt.name}; {type(e).__name__}"})
+                raise SystemExit(interrupt.exit_code) from None
+            if interrupt.requested and reason is None:
+                reason = f"interrupted by {interrupt.name} after iteration {algo.iteration}"
+            seconds = time.perf_counter() - started
+            if saved_iteration != algo.iteration or not checkpoint.is_dir():
+                algo.save_to_path(str(checkpoint))
+                on_disk = algo.iteration
+            if interrupt.requested:
+                print(f"{interrupt.name}: stopped after iteration {algo.iteration}, saved to {checkpoint} "
+                      f"(continue with --resume {run_dir}); exit status {interrupt.exit_code}", file=sys.stderr)
+            rows = read_metrics(run_dir)
+            curve = plotting.plot_run(run_dir)
+            final = rows[-1] if rows else {}
+            tracker.finish(checkpoint, summary={"stop_reason": reason})
+        except interrupts.ForcedStop as e:
+            # Raised in the middle of whatever ran: a training iteration or a save is abandoned
+            # (saves are atomic), so checkpoint/ holds what the last finished save wrote.
+            e.detail = "nothing saved" if on_disk is None else f"nothing more saved; {_on_disk(checkpoint, on_disk)}"
+            raise
         finally:
-            bar.close()
-        seconds = time.perf_counter() - started
-        if saved_iteration != algo.iteration or not checkpoint.is_dir():
-            algo.save_to_path(str(checkpoint))
-        rows = read_metrics(run_dir)
-        curve = plotting.plot_run(run_dir)
-        final = rows[-1] if rows else {}
-        tracker.finish(checkpoint, summary={"stop_reason": reason})
-    finally:
-        algo.stop()
+            algo.stop()
 
     returns = [r[RETURN_KEY] for r in session_rows if isinstance(r.get(RETURN_KEY), (int, float))]
     console.print(
@@ -171,7 +215,16 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
         "final_return": returns[-1] if returns else None,
         "iterations_this_session": len(session_rows),
         "learning_curve": curve,
+        "interrupted_by": interrupt.name if interrupt.requested else None,
+        "exit_code": interrupt.exit_code,
     }
+
+
+def _on_disk(checkpoint: Path, iteration: Optional[int]) -> str:
+    """What an early stop leaves on disk: the last checkpoint saved, if any."""
+    if iteration is None:
+        return "this session saved no checkpoint"
+    return f"{checkpoint} holds iteration {iteration}"
 
 
 def _wandb_run_id(run_dir: Path) -> Optional[str]:

@@ -9,6 +9,8 @@ One module, one job:
 - `run_dir`: the run directory: ``config.yaml``, ``metrics.jsonl``, checkpoint paths.
 - `stopping`: the stop conditions (``--stop-iters`` ...).
 - `progress`: the progress bar and the rich summary tables.
+- `interrupts`: Ctrl-C / SIGTERM as "stop after this iteration" (a second one stops at once).
+- `closed_pipes`: console output that is dropped, not fatal, once its reader (``| tee``) has died.
 - `tracking`: Weights & Biases logging (offline by default, never a login prompt).
 - `evaluation`: greedy episodes from a checkpoint, optionally recorded as a GIF.
 - `plotting`: learning curves of one run or of groups of runs (mean and spread).

@@ -152,8 +152,16 @@ class MetricsLog:
         self.path = Path(run_dir) / METRICS_FILE
 
     def append(self, row: Mapping[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        """Add one line with a single ``write``: a signal handler that raises (a second Ctrl-C)
+        runs before or after it, never in the middle of the line."""
+        data = (json.dumps(row) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once unless the disk is full
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
     def truncate_after(self, iteration: int) -> int:
         """Drop rows of iterations after ``iteration`` (written after the checkpoint a resume starts from).
