@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from marl.core.apis import ValueFunctionAPI
-from marl.core.columns import Columns
+from marl.core.columns import SEGMENT_COLUMNS, Columns
 from marl.core.constants import ModuleID
 
 from learners.advantages import bootstrap_step_advantages, compute_gae
@@ -97,7 +97,7 @@ def finish_train_batch(module: Any, sample: Dict[str, Any], extra: Dict[str, np.
     batch.update(extra)
     if Columns.STATE_IN in batch:
         return chunk_into_sequences(batch, max_seq_len_of(module))
-    return {k: v for k, v in batch.items() if k not in ("bootstrap_obs", "bootstrap_state_in", Columns.SEQ_LENS)}
+    return {k: v for k, v in batch.items() if k not in SEGMENT_COLUMNS}
 
 
 class PPOTorchLearner(TorchLearner):

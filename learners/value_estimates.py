@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from marl.core.apis import ValueFunctionAPI
-from marl.core.columns import Columns
+from marl.core.columns import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, Columns
 from marl.core.constants import ModuleID
 from marl.core.multi_rl_module import MultiRLModule
 
@@ -80,12 +80,12 @@ def flat_and_bootstrap_values(
             flat_inputs[mid] = {Columns.OBS: seq[Columns.OBS], Columns.STATE_IN: seq[Columns.STATE_IN]}
             seq_info[mid] = seq[Columns.LOSS_MASK]
             boot_inputs[mid] = {
-                Columns.OBS: map_structure(lambda x: np.asarray(x)[:, None], b["bootstrap_obs"]),
-                Columns.STATE_IN: b["bootstrap_state_in"],
+                Columns.OBS: map_structure(lambda x: np.asarray(x)[:, None], b[BOOTSTRAP_OBS]),
+                Columns.STATE_IN: b[BOOTSTRAP_STATE_IN],
             }
         else:
             flat_inputs[mid] = {Columns.OBS: b[Columns.OBS]}
-            boot_inputs[mid] = {Columns.OBS: b["bootstrap_obs"]}
+            boot_inputs[mid] = {Columns.OBS: b[BOOTSTRAP_OBS]}
     flat = predict_values(module, flat_inputs)
     boot = predict_values(module, boot_inputs)
     result = {}

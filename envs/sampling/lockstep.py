@@ -130,6 +130,7 @@ class LockstepLoop:
         for e, agent in bad.items():
             self._drop_episode(self._envs[e], f"returned a non-finite observation for agent {agent!r}",
                                kept, recreate=False)
+        self._deadline.disarm()  # the resets re-armed it
         return kept
 
     def _on_nonfinite_reward(self, st: EnvState, rewards: Mapping[Any, Any],
@@ -155,15 +156,15 @@ class LockstepLoop:
         try:
             for e, st in enumerate(envs):
                 actions = env_actions[e]
-                deadline.enter()
+                deadline.in_env_call = True  # (an attribute, not a method: this runs per env step)
                 try:
                     obs, rewards, terms, truncs, _infos = st.env.step(actions)
                 except Exception as exc:  # noqa: BLE001 - recovered: drop the episode, recreate the env
-                    deadline.leave()
+                    deadline.in_env_call = False
                     self._on_env_crash(st, exc, collect)
                     deadline.arm()
                     continue
-                deadline.leave()
+                deadline.in_env_call = False
                 st.action_log.append(actions)
                 st.last_obs = obs
                 st.ep_len += 1

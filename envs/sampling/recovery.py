@@ -67,7 +67,8 @@ class EnvCallDeadline:
         self.timeout_s = timeout_s
         self.active = False
         self.in_env_call = False
-        #: ``time.monotonic()`` when the current env call began (None: none running).
+        #: ``time.monotonic()`` when the current lockstep step or reset began (None: none running);
+        #: the worker watchdog reads it.
         self.call_started: Optional[float] = None
 
     @contextlib.contextmanager
@@ -93,20 +94,15 @@ class EnvCallDeadline:
         signal.setitimer(signal.ITIMER_REAL, 0.05)  # in our own code: try again shortly
 
     def arm(self) -> None:
+        """Start the clock for one lockstep step (or reset)."""
+        self.call_started = time.monotonic()
         if self.active:
             signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
 
     def disarm(self) -> None:
+        self.call_started = None
         if self.active:
             signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def enter(self) -> None:
-        self.call_started = time.monotonic()
-        self.in_env_call = True
-
-    def leave(self) -> None:
-        self.in_env_call = False
-        self.call_started = None
 
 
 def nonfinite_observation(obs: Mapping[Any, Any]) -> Optional[Any]:
@@ -164,12 +160,12 @@ class EnvRecovery:
             st.episodes_started += 1
             try:
                 deadline.arm()
-                deadline.enter()
+                deadline.in_env_call = True
                 try:
                     obs, _infos = st.env.reset(seed=seed)
                 finally:
-                    deadline.leave()
-                    deadline.disarm()
+                    deadline.in_env_call = False
+                    deadline.arm()  # a fresh clock for the rest of the caller's step; the caller disarms
                 if not obs:
                     raise RuntimeError(
                         f"env {st.index} returned no observations from reset(); at least one "
@@ -215,8 +211,11 @@ class EnvRecovery:
         for info in self._modules.values():
             info.buffer.clear()
         collect: Dict[str, Collect] = {}
-        for st in self._envs:
-            self._reset_env(st, collect)
+        try:
+            for st in self._envs:
+                self._reset_env(st, collect)
+        finally:
+            self._deadline.disarm()
         self._groups = self._make_groups(collect)
         self._needs_reset_all = False
         self._dropped_eps.clear()

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from marl.core.module_spaces import fill_spaces
 from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from marl.core.nested import state_to_torch
 from marl.core.rl_module import RLModule, RLModuleSpec
@@ -215,22 +216,8 @@ class MultiAgentEnvRunner(LockstepLoop, EnvRecovery, BatchBuilder, SamplingState
         spec = spec.copy()
         ids = list(self._spaces)
         specs = spec.module_specs(ids)
-        distinct = []
-        for pair in self._spaces.values():
-            if pair not in distinct:
-                distinct.append(pair)
         for module_id, sub in specs.items():
-            pair = self._spaces.get(module_id)
-            if pair is None and len(distinct) == 1:
-                # No agent maps to this module (yet, e.g. a mapping that varies per
-                # episode); all agents share one pair of spaces, so use it.
-                pair = distinct[0]
-            if pair is not None:
-                obs_space, act_space = pair
-                if sub.observation_space is None:
-                    sub.observation_space = obs_space
-                if sub.action_space is None:
-                    sub.action_space = act_space
+            fill_spaces(sub, module_id, self._spaces, required=False)
         spec.rl_module_specs = specs
         return spec.build()
 

@@ -137,7 +137,8 @@ class SamplingState:
             "worker_index": self.worker_index,
             "env_creator": _name(self.env_creator),
             "env_config": repr(sorted(self.env_config.items(), key=lambda kv: str(kv[0]))),
-            "policy_mapping_fn": _name(self.policy_mapping_fn),
+            # A mapping restored as its recorded table (marl.algorithms.config_codec) names its original.
+            "policy_mapping_fn": getattr(self.policy_mapping_fn, "original", "") or _name(self.policy_mapping_fn),
             "env_to_module_connector": _name(self.env_to_module_connector),
             "module_ids": sorted(self.module.keys()) if self.module is not None else [],
         }

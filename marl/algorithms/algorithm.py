@@ -81,6 +81,8 @@ class Algorithm:
             explore=config.explore,
             normalize_actions=config.normalize_actions,
             clip_actions=config.clip_actions,
+            sample_timeout_s=config.sample_timeout_s,
+            nonfinite_env_values=config.nonfinite_env_values,
             metrics_num_episodes=int(np.ceil(config.metrics_num_episodes_for_smoothing
                                              / max(1, config.num_env_runners))),
         )
@@ -161,21 +163,12 @@ class Algorithm:
     def _record_episodes(self, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """This iteration's episode statistics (None if no episode ended), also
         kept for the smoothed (cross-iteration) window."""
-        n = int(metrics.get("num_episodes", 0))
-        self._counters["num_episodes_lifetime"] += n
-        if n == 0 or "episode_return_mean" not in metrics:
-            return None
-        counted = int(metrics.get("num_episodes_for_metrics", n))
-        entry = {
-            "n": counted,
-            "return_mean": float(metrics["episode_return_mean"]),
-            "return_min": float(metrics["episode_return_min"]),
-            "return_max": float(metrics["episode_return_max"]),
-            "len_mean": float(metrics.get("episode_len_mean", float("nan"))),
-            "agents": _means_with_counts(metrics, "agent_episode_return_mean", "agent_episode_count", counted),
-            "modules": _means_with_counts(metrics, "module_episode_return_mean", "module_episode_count", counted),
-        }
-        self._episode_window.append(entry)
+        from envs.sampling.episode_metrics import episode_summary
+
+        self._counters["num_episodes_lifetime"] += int(metrics.get("num_episodes", 0))
+        entry = episode_summary(metrics)
+        if entry is not None:
+            self._episode_window.append(entry)
         return entry
 
     def _window(self) -> list:
@@ -183,10 +176,11 @@ class Algorithm:
         limit = self.config.metrics_num_episodes_for_smoothing
         chosen, total = [], 0
         for entry in reversed(self._episode_window):
-            if chosen and total + entry["n"] > limit:
+            n = entry["num_episodes_for_metrics"]
+            if chosen and total + n > limit:
                 break
             chosen.append(entry)
-            total += entry["n"]
+            total += n
         return chosen
 
     def _env_runner_results(self, metrics: Dict[str, Any], episodes: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -212,13 +206,15 @@ class Algorithm:
         out["num_episodes_lifetime"] = self._counters["num_episodes_lifetime"]
         out["num_episodes"] = int(metrics.get("num_episodes", 0))
         if episodes is not None:
-            out.update(_summary([episodes]), episode_return_min=episodes["return_min"],
-                       episode_return_max=episodes["return_max"])
+            out.update(_rllib_episode_keys(episodes), episode_return_min=episodes["episode_return_min"],
+                       episode_return_max=episodes["episode_return_max"])
         window = self._window()
         if window:
-            summary = _summary(window)
-            out.update({f"smoothed_{k}": v for k, v in summary.items()},
-                       smoothed_num_episodes=int(sum(e["n"] for e in window)))
+            from envs.sampling.episode_metrics import merge_metrics
+
+            pooled = merge_metrics(window)
+            out.update({f"smoothed_{k}": v for k, v in _rllib_episode_keys(pooled).items()},
+                       smoothed_num_episodes=int(pooled["num_episodes_for_metrics"]))
         return out
 
     def build_local_env_runner(self, **overrides: Any):
@@ -258,7 +254,14 @@ class Algorithm:
 
     # -------------------------------------------------------------- checkpoints
     def save_to_path(self, path: Optional[str] = None) -> str:
-        """Write the checkpoint tree of ARCHITECTURE.md atomically; returns the path."""
+        """Write the checkpoint tree of ARCHITECTURE.md atomically; returns the path.
+
+        Only JSON and safetensors, each file's sha256 in the metadata. ``path``
+        must be missing, empty or an earlier marl checkpoint (which is
+        replaced); anything else raises ``CheckpointError`` and is left as it
+        was. Config values without an import path (lambdas) are not saved,
+        except a ``policy_mapping_fn``, saved as its agent -> module table.
+        """
         from marl.algorithms.checkpointing import save_algorithm
 
         return save_algorithm(self, path)
@@ -268,14 +271,27 @@ class Algorithm:
     def restore_from_path(self, path: str, component: Optional[str] = None) -> None:
         """Restore everything, or one component such as
         ``"learner_group/learner/rl_module/<module_id>"`` (then ``path`` is that
-        component's checkpoint); module weights reach the learner and every env runner."""
+        component's checkpoint); module weights reach the learner and every env runner.
+
+        All or nothing: every file is verified and checked against this
+        algorithm before anything changes; on an error (``CheckpointError``
+        naming the file) the algorithm is as it was. This algorithm's config
+        stays: optimizer hyperparameters such as ``lr`` come from it, not from
+        the checkpoint.
+        """
         from marl.algorithms.checkpointing import restore_algorithm
 
         restore_algorithm(self, path, component)
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Optional[AlgorithmConfig] = None) -> "Algorithm":
-        """Rebuild an algorithm (its config from the checkpoint unless given) and restore it."""
+        """Rebuild an algorithm and restore it.
+
+        The config is ``config`` if given (its ``lr``, env settings, ... apply),
+        else the one the checkpoint stores; that one loads only if every value
+        was saved (a config with lambdas other than ``policy_mapping_fn``
+        needs ``config=``). Nothing in the checkpoint is unpickled or called.
+        """
         from marl.algorithms.checkpointing import load_algorithm
 
         return load_algorithm(path, config)
@@ -310,29 +326,11 @@ class Algorithm:
         self.stop()
 
 
-def _means_with_counts(metrics: Dict[str, Any], mean_key: str, count_key: str, default_count: int) -> Dict[str, list]:
-    counts = metrics.get(count_key, {})
+def _rllib_episode_keys(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """Pooled episode statistics under RLlib's result key names."""
     return {
-        str(k): [float(v), int(counts.get(k, default_count))] for k, v in metrics.get(mean_key, {}).items()
+        "episode_return_mean": summary["episode_return_mean"],
+        "episode_len_mean": summary["episode_len_mean"],
+        "agent_episode_returns_mean": dict(summary.get("agent_episode_return_mean", {})),
+        "module_episode_returns_mean": dict(summary.get("module_episode_return_mean", {})),
     }
-
-
-def _summary(entries: list) -> Dict[str, Any]:
-    """Episode-weighted means over ``_record_episodes`` entries, under RLlib's key names."""
-    weights = np.asarray([e["n"] for e in entries], dtype=np.float64)
-    return {
-        "episode_return_mean": float(np.average([e["return_mean"] for e in entries], weights=weights)),
-        "episode_len_mean": float(np.average([e["len_mean"] for e in entries], weights=weights)),
-        "agent_episode_returns_mean": _pooled_means([e["agents"] for e in entries]),
-        "module_episode_returns_mean": _pooled_means([e["modules"] for e in entries]),
-    }
-
-
-def _pooled_means(entries: list) -> Dict[str, float]:
-    sums: Dict[str, float] = {}
-    counts: Dict[str, int] = {}
-    for entry in entries:
-        for key, (mean, count) in entry.items():
-            sums[key] = sums.get(key, 0.0) + mean * count
-            counts[key] = counts.get(key, 0) + count
-    return {k: sums[k] / counts[k] for k in sums if counts[k]}

@@ -13,6 +13,7 @@ import gymnasium as gym
 
 from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError
 from marl.core.constants import DEFAULT_MODULE_ID, SHARED_ENCODER_ID, ModuleID
+from marl.core.module_spaces import common_spaces, fill_spaces
 from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from marl.core.rl_module import RLModuleSpec
 
@@ -106,22 +107,16 @@ def build_module_spec(
             f"{type(user).__name__}"
         )
 
-    fallback = _common_spaces(module_spaces)
+    fallback = common_spaces(module_spaces)
     for mid, spec in specs.items():
         if spec.module_class is None:
             spec.module_class = default_class
         if spec.model_config is None:
             spec.model_config = config.model_config
-        spaces = module_spaces.get(mid, fallback)
-        if spaces is None and (spec.observation_space is None or spec.action_space is None):
-            raise ConfigError(
-                f"policy {mid!r}: no agent of the env maps to it, so its spaces are unknown; "
-                "set observation_space/action_space in its RLModuleSpec"
-            )
-        if spec.observation_space is None:
-            spec.observation_space = spaces[0]
-        if spec.action_space is None:
-            spec.action_space = spaces[1]
+        try:
+            fill_spaces(spec, mid, module_spaces)
+        except ValueError as e:
+            raise ConfigError(f"policy {str(e)[len('module '):]}") from None
     for mid, spec in extra.items():
         if spec.module_class is None:
             raise ConfigError(f"module {mid!r} (not a policy) needs an explicit module_class")
@@ -141,11 +136,3 @@ def build_module_spec(
         load_state_path=load_state_path,
         modules_to_load=modules_to_load,
     )
-
-
-def _common_spaces(module_spaces: Dict[ModuleID, Tuple[gym.Space, gym.Space]]):
-    """The spaces every agent shares, if they all share one pair."""
-    pairs = list(module_spaces.values())
-    if pairs and all(p[0] == pairs[0][0] and p[1] == pairs[0][1] for p in pairs):
-        return pairs[0]
-    return None

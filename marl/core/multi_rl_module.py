@@ -195,18 +195,67 @@ class MultiRLModule(TorchRLModule):
         return meta
 
     def _write_checkpoint(self, directory: Path) -> None:
-        io.write_json(directory / io.METADATA_FILE, self.get_ctor_metadata())
         for module_id, module in self.items():
             sub = directory / module_id
             sub.mkdir()
             module._write_checkpoint(sub)
+        # Last: the container's metadata seals its own files and each module's metadata.
+        io.write_metadata(directory, self.get_ctor_metadata())
+
+    def _read_checkpoint_states(
+        self,
+        path: str | Path,
+        *,
+        module_ids: Optional[Iterable[ModuleID]] = None,
+        strict: bool = False,
+        verified: Optional[io.VerifiedCheckpoint] = None,
+    ) -> Dict[ModuleID, Dict[str, torch.Tensor]]:
+        """Read and check the weights of a container checkpoint; changes nothing.
+
+        Reads ``module_ids`` (default: every saved module this container
+        has); with ``strict`` the saved and the live module ids must be equal.
+        Every file is verified (unless ``verified``, an enclosing checkpoint
+        already verified, covers it) and every module's weights are checked
+        against the live module before this returns.
+        """
+        path = Path(path)
+        if verified is not None and verified.covers(path / io.METADATA_FILE):
+            meta = io.read_metadata(path)
+        else:
+            path = io.locate_checkpoint(path)
+            verified = io.verify_checkpoint(path)
+            meta = verified.meta
+        source = path / io.METADATA_FILE
+        if meta["kind"] != "multi_rl_module":
+            raise io.CheckpointError(
+                f"{str(source)!r} is not a MultiRLModule checkpoint (kind={meta['kind']!r})"
+            )
+        saved = list(meta.get("module_ids", []))
+        if strict and sorted(saved) != sorted(self.keys()):
+            raise io.CheckpointError(
+                f"{str(source)!r} holds modules {sorted(saved)}, this {type(self).__name__} has "
+                f"{sorted(self.keys())}"
+            )
+        wanted = list(module_ids) if module_ids is not None else [mid for mid in saved if mid in self]
+        states = {}
+        for module_id in wanted:
+            if module_id not in saved:
+                raise KeyError(
+                    f"modules_to_load names {module_id!r}, but the checkpoint {str(path)!r} holds "
+                    f"only {saved}"
+                )
+            if module_id not in meta["children"]:
+                raise io.CheckpointError(f"{str(source)!r} lists module {module_id!r} but no checksums for it")
+            states[module_id] = self[module_id]._read_checkpoint_state(path / module_id, verified=verified)
+        return states
 
     def restore_from_path(self, path: str, component: Optional[str] = None) -> None:
         """Restore all modules found in ``path`` or, with ``component``, one module.
 
         With ``component="<module_id>"``, ``path`` may be the container's
         checkpoint (its ``<module_id>`` sub-directory is used) or a single
-        module's checkpoint directory.
+        module's checkpoint directory. All or nothing: every module's weights
+        are verified and checked before any module changes.
         """
         path = Path(path)
         if component is not None:
@@ -214,39 +263,41 @@ class MultiRLModule(TorchRLModule):
             sub = path / component
             module.restore_from_path(str(sub if (sub / io.METADATA_FILE).exists() else path))
             return
-        meta = io.read_json(path / io.METADATA_FILE)
-        saved_ids = meta.get("module_ids", [])
-        for module_id in saved_ids:
-            if module_id in self:
-                self[module_id].restore_from_path(str(path / module_id))
+        self.set_state(self._read_checkpoint_states(path))
 
     @classmethod
-    def _from_checkpoint_metadata(cls, path: Path, meta: Dict[str, Any]) -> "MultiRLModule":
-        container_cls = io.import_class(meta["class"], source=path / io.METADATA_FILE)
+    def _from_checkpoint_metadata(
+        cls, path: Path, meta: Dict[str, Any], verified: io.VerifiedCheckpoint
+    ) -> "MultiRLModule":
+        from marl.core.rl_module import _module_spec_from_metadata
+
+        source = path / io.METADATA_FILE
+        container_cls = io.import_class(meta["class"], source=source, base=MultiRLModule)
         specs = {}
         for module_id in meta["module_ids"]:
-            sub_meta = io.read_json(path / module_id / io.METADATA_FILE)
-            specs[module_id] = RLModuleSpec(
-                module_class=io.import_class(sub_meta["class"], source=path / module_id),
-                observation_space=space_from_json(sub_meta["observation_space"]),
-                action_space=space_from_json(sub_meta["action_space"]),
-                inference_only=sub_meta["inference_only"],
-                model_config=io.config_from_json(sub_meta["model_config"]),
+            _check_module_id(module_id)
+            if module_id not in meta["children"]:
+                raise io.CheckpointError(f"{str(source)!r} lists module {module_id!r} but no checksums for it")
+            specs[module_id] = _module_spec_from_metadata(
+                io.read_metadata(path / module_id), path / module_id / io.METADATA_FILE
             )
-        container = container_cls(
-            observation_space=space_from_json(meta["observation_space"]),
-            action_space=space_from_json(meta["action_space"]),
-            inference_only=meta["inference_only"],
-            model_config=io.config_from_json(meta["model_config"]),
-            rl_module_specs=specs,
-        )
-        container.restore_from_path(str(path))
+        try:
+            container = container_cls(
+                observation_space=space_from_json(meta["observation_space"]),
+                action_space=space_from_json(meta["action_space"]),
+                inference_only=bool(meta["inference_only"]),
+                model_config=io.config_from_json(meta["model_config"], source=source),
+                rl_module_specs=specs,
+            )
+        except KeyError as e:
+            raise io.CheckpointError(f"checkpoint file {str(source)!r} has no {e}") from e
+        container.set_state(container._read_checkpoint_states(path, strict=True, verified=verified))
         return container
 
 
 def checkpoint_module_ids(path: str) -> List[ModuleID]:
     """The module ids stored in a MultiRLModule checkpoint directory."""
-    meta = io.read_json(Path(path) / io.METADATA_FILE)
+    meta = io.read_metadata(io.locate_checkpoint(path))
     if meta.get("kind") != "multi_rl_module":
         raise io.CheckpointError(
             f"{str(Path(path) / io.METADATA_FILE)!r} is not a MultiRLModule checkpoint "
@@ -329,15 +380,5 @@ class MultiRLModuleSpec:
 def load_modules_from_checkpoint(
     container: MultiRLModule, path: str, modules_to_load: Optional[Iterable[ModuleID]] = None
 ) -> None:
-    """Restore chosen modules of ``container`` from a MultiRLModule checkpoint."""
-    saved = checkpoint_module_ids(path)
-    wanted = list(modules_to_load) if modules_to_load is not None else [
-        mid for mid in saved if mid in container
-    ]
-    for module_id in wanted:
-        if module_id not in saved:
-            raise KeyError(
-                f"modules_to_load names {module_id!r}, but the checkpoint {path!r} holds "
-                f"only {saved}"
-            )
-        container[module_id].restore_from_path(str(Path(path) / module_id))
+    """Restore chosen modules of ``container`` from a MultiRLModule checkpoint (all or nothing)."""
+    container.set_state(container._read_checkpoint_states(path, module_ids=modules_to_load))

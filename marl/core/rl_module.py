@@ -167,56 +167,143 @@ class RLModule:
         }
 
     def save_to_path(self, path: Optional[str] = None) -> str:
-        """Write a checkpoint directory atomically and return its path."""
+        """Write a checkpoint directory atomically and return its path.
+
+        ``path`` must be missing, empty or an earlier marl checkpoint; any
+        other directory is refused (``CheckpointError``) and left untouched.
+        """
         path = path or tempfile.mkdtemp(prefix="rl_module_")
         with io.atomic_directory(path) as staging:
             self._write_checkpoint(staging)
         return str(path)
 
     def _write_checkpoint(self, directory: Path) -> None:
-        io.write_json(directory / io.METADATA_FILE, self.get_ctor_metadata())
         io.save_tensors(directory / io.MODULE_STATE_FILE, self.get_state())
+        io.write_metadata(directory, self.get_ctor_metadata())  # last: it seals the files
+
+    def _read_checkpoint_state(
+        self, path: str | Path, verified: Optional[io.VerifiedCheckpoint] = None
+    ) -> Dict[str, Any]:
+        """Read and check a module checkpoint's weights against this module; changes nothing.
+
+        Verifies the checkpoint's checksums (unless ``verified``, an enclosing
+        checkpoint that was verified, covers it) and that parameter names and
+        shapes fit; raises ``CheckpointError`` naming the file otherwise.
+        """
+        path = Path(path)
+        meta_path = path / io.METADATA_FILE
+        if verified is not None and verified.covers(meta_path):
+            meta = io.read_metadata(path)
+        else:
+            path = io.locate_checkpoint(path)
+            meta = io.verify_checkpoint(path).meta
+        if meta["kind"] != "rl_module":
+            raise io.CheckpointError(
+                f"{str(path / io.METADATA_FILE)!r} is not a single-module checkpoint (kind={meta['kind']!r})"
+            )
+        state_file = path / io.MODULE_STATE_FILE
+        if io.MODULE_STATE_FILE not in meta["files"]:
+            raise io.CheckpointError(f"checkpoint file {str(state_file)!r} is not listed in its metadata")
+        state = io.load_tensors(state_file)
+        check_state_fits(self, state, state_file)
+        return state
 
     def restore_from_path(self, path: str, component: Optional[str] = None) -> None:
-        """Load weights from a module checkpoint into this (already built) module."""
+        """Load weights from a module checkpoint into this (already built) module.
+
+        All or nothing: the weights are verified and checked against this
+        module before any parameter changes.
+        """
         if component is not None:
             raise ValueError(
                 f"{type(self).__name__} is a single module and has no component "
                 f"{component!r}; pass the module checkpoint's path without component"
             )
-        path = Path(path)
-        io.read_json(path / io.METADATA_FILE)  # fail early, naming the file, if corrupt
-        state_file = path / io.MODULE_STATE_FILE
-        state = io.load_tensors(state_file)
+        state = self._read_checkpoint_state(path)
         try:
             self.set_state(state)
         except (KeyError, ValueError) as e:
-            raise io.CheckpointError(f"cannot load {str(state_file)!r}: {e}") from e
+            raise io.CheckpointError(f"cannot load {str(Path(path) / io.MODULE_STATE_FILE)!r}: {e}") from e
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "RLModule":
-        """Rebuild a module (or multi-module) of the class recorded in ``path``."""
-        path = Path(path)
-        meta = io.read_json(path / io.METADATA_FILE)
+        """Rebuild a module (or multi-module) of the class recorded in ``path``.
+
+        Every file is verified against its sha256 first; the recorded class
+        must be an ``RLModule`` subclass importable from an installed module
+        (its import runs that module's import-time code), and nothing else
+        from the files is imported or called.
+        """
+        path = io.locate_checkpoint(path)
+        verified = io.verify_checkpoint(path)
+        meta = verified.meta
         kind = meta.get("kind")
+        source = path / io.METADATA_FILE
         if kind == "multi_rl_module":
             from marl.core.multi_rl_module import MultiRLModule
 
-            return MultiRLModule._from_checkpoint_metadata(path, meta)
+            return MultiRLModule._from_checkpoint_metadata(path, meta, verified)
         if kind != "rl_module":
             raise io.CheckpointError(
-                f"{str(path / io.METADATA_FILE)!r} does not describe an RLModule "
+                f"{str(source)!r} does not describe an RLModule "
                 f"(kind={kind!r}); expected 'rl_module' or 'multi_rl_module'"
             )
-        module_cls = io.import_class(meta["class"], source=path / io.METADATA_FILE)
-        module = module_cls(
+        module = _module_spec_from_metadata(meta, source).build()
+        module.set_state(module._read_checkpoint_state(path, verified=verified))
+        return module
+
+
+def _module_spec_from_metadata(meta: Dict[str, Any], source: Path) -> "RLModuleSpec":
+    """The spec a module's ``metadata.json`` describes (class checked, nothing built)."""
+    try:
+        return RLModuleSpec(
+            module_class=io.import_class(meta["class"], source=source, base=RLModule),
             observation_space=space_from_json(meta["observation_space"]),
             action_space=space_from_json(meta["action_space"]),
-            inference_only=meta["inference_only"],
-            model_config=io.config_from_json(meta["model_config"]),
+            inference_only=bool(meta["inference_only"]),
+            model_config=io.config_from_json(meta["model_config"], source=source),
         )
-        module.restore_from_path(str(path))
-        return module
+    except KeyError as e:
+        raise io.CheckpointError(f"checkpoint file {str(source)!r} has no {e}") from e
+    except (ValueError, TypeError) as e:
+        raise io.CheckpointError(f"checkpoint file {str(source)!r} is invalid: {e}") from e
+
+
+def check_state_fits(module: Any, state: Dict[str, Any], source: Path) -> None:
+    """Raise ``CheckpointError`` naming ``source`` unless ``state`` loads into ``module``.
+
+    The check a torch module's strict ``set_state`` makes (names, shapes),
+    done before anything is loaded, so a multi-module or algorithm restore
+    can check every module first. Modules without ``state_dict`` are left to
+    their ``set_state``.
+    """
+    state_dict = getattr(module, "state_dict", None)
+    if not callable(state_dict):
+        return
+    own = state_dict()
+    incoming = dict(state)
+    if getattr(module, "inference_only", False) and hasattr(module, "_non_inference_prefixes"):
+        prefixes = tuple(module._non_inference_prefixes())
+        if prefixes:
+            incoming = {k: v for k, v in incoming.items() if not k.startswith(prefixes)}
+    name = type(module).__name__
+    missing, unexpected = sorted(set(own) - set(incoming)), sorted(set(incoming) - set(own))
+    if missing or unexpected:
+        raise io.CheckpointError(
+            f"{str(source)!r} does not fit {name}: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''} (was it saved from a "
+            "different model_config?)"
+        )
+    mismatched = [
+        f"parameter {k!r} has shape {tuple(own[k].shape)} in the module but "
+        f"{tuple(incoming[k].shape)} in the checkpoint"
+        for k in own if tuple(incoming[k].shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        raise io.CheckpointError(
+            f"{str(source)!r} does not fit {name}: " + "; ".join(mismatched[:4])
+            + ("; ..." if len(mismatched) > 4 else "") + " (was it saved from a different model_config?)"
+        )
 
 
 def check_observation_shape(obs: Any, space: gym.Space, *, owner: str) -> None:
