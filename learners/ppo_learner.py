@@ -88,7 +88,9 @@ def standardize(x: np.ndarray, extra: Optional[np.ndarray] = None) -> np.ndarray
 
 
 def max_seq_len_of(module: Any, default: int = 20) -> int:
-    return int(getattr(module, "model_config", {}).get("max_seq_len", default) or default)
+    """The module's training sequence length (``RLModule.max_seq_len()``)."""
+    method = getattr(module, "max_seq_len", None)
+    return int(method()) if callable(method) else default
 
 
 def finish_train_batch(module: Any, sample: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:

@@ -203,6 +203,31 @@ def test_stateful_module_gets_batched_state_and_bootstrap_state():
                 assert batch[BOOTSTRAP_STATE_IN]["h"][i, 0] == h[end - 1] + 1
 
 
+class PrevActionRewardCounter(CounterRecurrent):
+    """Declares by method (no model_config keys) that it reads previous actions and rewards."""
+
+    def needs_prev_actions(self) -> bool:
+        return True
+
+    def needs_prev_rewards(self) -> bool:
+        return True
+
+    def max_seq_len(self) -> int:
+        return 3
+
+
+def test_runner_and_learner_ask_the_module_what_it_needs_by_method():
+    from learners.ppo_learner import max_seq_len_of
+
+    runner = make_runner(ScriptedEnv, module_class=PrevActionRewardCounter, num_envs=2)
+    batch = runner.sample(num_timesteps=2 * 4)[0][DEFAULT_MODULE_ID]
+    assert Columns.PREV_ACTIONS in batch and Columns.PREV_REWARDS in batch
+    plain = make_runner(ScriptedEnv, module_class=CounterRecurrent, num_envs=2)
+    assert Columns.PREV_ACTIONS not in plain.sample(num_timesteps=8)[0][DEFAULT_MODULE_ID]
+    assert max_seq_len_of(runner.module[DEFAULT_MODULE_ID]) == 3
+    assert max_seq_len_of(plain.module[DEFAULT_MODULE_ID]) == 20  # RLlib's default
+
+
 def test_same_seed_gives_identical_trajectories():
     def run(seed):
         runner = make_runner(ScriptedEnv, num_envs=2, seed=seed, torch_seed=0)

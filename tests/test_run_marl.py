@@ -278,3 +278,31 @@ def test_a_runs_config_yaml_reproduces_it_in_a_new_directory(tmp_path):
     assert spec.run_dir is None  # a fresh directory, not the original one
     assert (spec.policy_setup, spec.seed, spec.stop_iters) == ("per-agent", 7, 2)
     assert spec.hyperparameters["num_epochs"] == 1 and spec.env_config["max_cycles"] == 10
+
+
+# ---------------------------------------------------------------- untrusted checkpoints
+def test_resume_and_eval_never_run_code_planted_in_a_checkpoint(tmp_path):
+    """A pickle and JSON payloads (checksums recomputed, as an attacker would) in a run's
+    checkpoint: --resume ignores them (it rebuilds from config.yaml), --eval refuses them."""
+    import pickle
+
+    from marl.core.checkpoint_io import CheckpointError
+    from tests.test_checkpoint_safety import _Plant, reseal
+
+    run_dir = tmp_path / "run"
+    run_marl.main(TINY + ["--stop-iters", "1", "--run-dir", str(run_dir)])
+    ckpt = run_dir / "checkpoint"
+    marker = tmp_path / "pwned"
+    for rel in ("algorithm_config.pkl", "env_runner/state.pkl", "env_runner/sampling_snapshot.pkl"):
+        (ckpt / rel).write_bytes(pickle.dumps(_Plant(marker)))
+    config = json.loads((ckpt / "algorithm_config.json").read_text())
+    config["values"]["gamma"] = {"__dataclass__": "os:system", "fields": {"command": f"touch {marker}"}}
+    (ckpt / "algorithm_config.json").write_text(json.dumps(config))
+    reseal(ckpt)
+
+    with pytest.raises(CheckpointError, match="os:system"):
+        run_marl.main(["--eval", str(ckpt), "--eval-episodes", "1"])
+    out = run_marl.main(["--resume", str(run_dir), "--stop-iters", "2", "--no-progress"])
+    assert out["final"]["training_iteration"] == 2
+    assert not marker.exists()
+    assert not list((run_dir / "checkpoint").rglob("*.pkl")), "the new checkpoint holds no pickle"

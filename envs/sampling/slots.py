@@ -51,10 +51,8 @@ class ModuleInfo:
         self.state_store: Dict[str, np.ndarray] = {
             k: np.zeros((num_envs, num_slots) + v.shape, v.dtype) for k, v in self.initial_state.items()
         }
-        cfg = getattr(module, "model_config", None) or {}
-        use_lstm = self.stateful and bool(cfg.get("use_lstm", True))
-        self.needs_prev_action = use_lstm and bool(cfg.get("lstm_use_prev_action", False))
-        self.needs_prev_reward = use_lstm and bool(cfg.get("lstm_use_prev_reward", False))
+        self.needs_prev_action = module.needs_prev_actions()
+        self.needs_prev_reward = module.needs_prev_rewards()
         self.prev_action_store: Optional[np.ndarray] = None
         self.prev_reward_store = np.zeros((num_envs, num_slots), np.float32)
         if self.needs_prev_action:

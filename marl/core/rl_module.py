@@ -129,6 +129,25 @@ class RLModule:
     def is_stateful(self) -> bool:
         return bool(self.get_initial_state())
 
+    # What the sampler and the learner ask of a module, instead of reading the
+    # default models' config keys: a custom module overrides these.
+    def max_seq_len(self) -> int:
+        """Length of the training sequences of a stateful module (default: the
+        model config's ``max_seq_len``, else 20, as RLlib)."""
+        return int(_config_value(self.model_config, "max_seq_len", 20) or 20)
+
+    def needs_prev_actions(self) -> bool:
+        """Whether forward passes read ``Columns.PREV_ACTIONS`` (default: a stateful
+        module whose model config sets ``lstm_use_prev_action``)."""
+        return self.is_stateful() and bool(_config_value(self.model_config, "use_lstm", True)) \
+            and bool(_config_value(self.model_config, "lstm_use_prev_action", False))
+
+    def needs_prev_rewards(self) -> bool:
+        """Whether forward passes read ``Columns.PREV_REWARDS`` (default: a stateful
+        module whose model config sets ``lstm_use_prev_reward``)."""
+        return self.is_stateful() and bool(_config_value(self.model_config, "use_lstm", True)) \
+            and bool(_config_value(self.model_config, "lstm_use_prev_reward", False))
+
     def get_state(self, inference_only: bool = False) -> Dict[str, Any]:
         """Weights as ``{name: tensor}``; framework subclasses implement it."""
         raise NotImplementedError(
@@ -324,6 +343,15 @@ def check_observation_shape(obs: Any, space: gym.Space, *, owner: str) -> None:
             f"space's shape {expected}; expected [batch, *{expected}] "
             f"(or [batch, time, *{expected}] for sequences)"
         )
+
+
+def _config_value(model_config: Any, key: str, default: Any) -> Any:
+    """A model config entry, whether the config is a dict or a dataclass."""
+    if model_config is None:
+        return default
+    if isinstance(model_config, dict):
+        return model_config.get(key, default)
+    return getattr(model_config, key, default)
 
 
 @dataclass

@@ -72,7 +72,7 @@ def find_run_dir(path: str, argument: str) -> Tuple[Path, Path]:
     """
     p = Path(path)
     if (p / CONFIG_FILE).is_file():
-        checkpoint = p / CHECKPOINT_DIR
+        checkpoint = _surviving(p / CHECKPOINT_DIR)
         if not (checkpoint / "metadata.json").is_file():
             raise UsageError(f"argument {argument}: run directory {str(p)!r} has no checkpoint ({CHECKPOINT_DIR}/)")
         return p, checkpoint
@@ -90,13 +90,27 @@ def find_run_dir(path: str, argument: str) -> Tuple[Path, Path]:
     )
 
 
+def _surviving(checkpoint: Path) -> Path:
+    """``checkpoint``, or the complete copy a save killed mid-swap left beside it
+    (``marl.core.checkpoint_io.locate_checkpoint``, which warns naming it)."""
+    if checkpoint.exists():
+        return checkpoint
+    from marl.core.checkpoint_io import CheckpointError, locate_checkpoint
+
+    try:
+        return locate_checkpoint(checkpoint)
+    except CheckpointError:
+        return checkpoint
+
+
 def find_checkpoint(path: str, argument: str) -> Path:
     """A checkpoint directory from itself or from the run directory holding it."""
-    p = Path(path)
+    p = _surviving(Path(path))
     if (p / "metadata.json").is_file():
         return p
-    if (p / CHECKPOINT_DIR / "metadata.json").is_file():
-        return p / CHECKPOINT_DIR
+    inside = _surviving(p / CHECKPOINT_DIR)
+    if (inside / "metadata.json").is_file():
+        return inside
     raise UsageError(
         f"argument {argument}: {str(p)!r} is neither a checkpoint (with metadata.json) nor a run "
         f"directory with {CHECKPOINT_DIR}/"
