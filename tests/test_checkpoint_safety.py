@@ -24,6 +24,7 @@ from marl.algorithms import checkpointing
 from marl.algorithms.config_codec import RecordedPolicyMapping
 from marl.core import checkpoint_io
 from marl.core.checkpoint_io import CheckpointError
+from tests.state_compare import assert_same
 
 SMALL_MODEL = DefaultModelConfig(fcnet_hiddens=[8], head_fcnet_hiddens=[8])
 TINY = dict(train_batch_size_per_learner=64, minibatch_size=32, num_epochs=1)
@@ -72,21 +73,6 @@ def algo_snapshot(algo):
         "torch_rng": torch.get_rng_state().clone(),
         "numpy_rng": np.random.get_state()[1].copy(),
     }
-
-
-def assert_same(a, b, where="state"):
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, (torch.Tensor, np.ndarray)):
-        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b)), where
-    else:
-        assert a == b, where
 
 
 def flip_bit(path: Path, offset_from_end: int = 3) -> None:

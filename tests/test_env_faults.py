@@ -183,3 +183,21 @@ def test_ctrl_c_with_workers_then_train_and_save_again(tmp_path):
         restored.stop()
     finally:
         algo.stop()
+
+
+def test_someone_elses_alarm_survives_a_sample_call():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        runner = MultiAgentEnvRunner(env_creator=MultiAgentCartPole, env_config={"num_agents": 2},
+                                     module_spec=tiny_spec(), num_envs=2, seed=0, sample_timeout_s=5.0)
+        runner.sample(num_timesteps=20)
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0 or fired, "their alarm was cancelled"
+        deadline = time.monotonic() + 3
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fired == [True]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

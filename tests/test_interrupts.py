@@ -103,14 +103,19 @@ def assert_whole_iterations(run_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------- the first signal: finish, save, exit 128+n
-def test_sigint_saves_the_last_finished_iteration_and_exits_130(tmp_path):
+def interrupt_run(tmp_path, sig, after_iterations):
+    """Start a run, send ``sig`` to its process group after some iterations; check the
+    exit status 128 + sig and whole metrics lines. Returns (run_dir, finished iterations)."""
     run_dir = tmp_path / "run"
     proc = start_run(tmp_path, run_dir, "--no-progress")
-    wait_for_iterations(proc, run_dir, 2)
-    os.killpg(proc.pid, signal.SIGINT)
+    wait_for_iterations(proc, run_dir, after_iterations)
+    os.killpg(proc.pid, sig)
+    assert finish(proc) == 128 + sig, stderr_of(run_dir)
+    return run_dir, assert_whole_iterations(run_dir)
 
-    assert finish(proc) == 130, stderr_of(run_dir)
-    finished = assert_whole_iterations(run_dir)
+
+def test_sigint_saves_the_last_finished_iteration_and_exits_130(tmp_path):
+    run_dir, finished = interrupt_run(tmp_path, signal.SIGINT, 2)
     assert finished >= 2
     assert checkpoint_iteration(run_dir) == finished
     err = stderr_of(run_dir)
@@ -120,13 +125,7 @@ def test_sigint_saves_the_last_finished_iteration_and_exits_130(tmp_path):
 
 
 def test_sigterm_exits_143_and_the_run_resumes_where_it_stopped(tmp_path, isolated_run_dir):
-    run_dir = tmp_path / "run"
-    proc = start_run(tmp_path, run_dir, "--no-progress")
-    wait_for_iterations(proc, run_dir, 1)
-    os.killpg(proc.pid, signal.SIGTERM)
-
-    assert finish(proc) == 143, stderr_of(run_dir)
-    finished = assert_whole_iterations(run_dir)
+    run_dir, finished = interrupt_run(tmp_path, signal.SIGTERM, 1)
     assert "SIGTERM: stopped after iteration" in stderr_of(run_dir)
 
     out = run_marl.main(["--resume", str(run_dir), "--stop-iters", str(finished + 1), "--no-progress"])

@@ -12,6 +12,7 @@ from learners import NonFiniteLossError, PPOTorchLearner, VPGTorchLearner
 from learners.advantages import compute_gae, compute_returns_to_go
 from learners.batching import chunk_into_sequences
 from tests.guide_examples import shared_encoder_corrected as guide
+from tests.state_compare import assert_same
 
 OBS = gym.spaces.Box(-1.0, 1.0, (4,))
 ACT = gym.spaces.Discrete(2)
@@ -257,21 +258,6 @@ def full_state(learner):
         "kl_coeffs": dict(learner.kl_coeffs),
         "generator": learner._generator.get_state(),
     }
-
-
-def assert_same(a, b, where="state"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def poison(learner, monkeypatch, module_id, how, at_call=1):

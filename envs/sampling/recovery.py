@@ -96,6 +96,9 @@ class EnvCallDeadline:
         if not usable:
             yield
             return
+        # Someone else's alarm (e.g. pytest-timeout) is paused for the call and resumed after.
+        their_delay, their_interval = signal.getitimer(signal.ITIMER_REAL)
+        started = time.monotonic()
         previous = signal.signal(signal.SIGALRM, self._on_alarm)
         self.active = True
         try:
@@ -104,6 +107,9 @@ class EnvCallDeadline:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             self.active = False
+            if their_delay > 0:
+                remaining = max(their_delay - (time.monotonic() - started), 1e-3)
+                signal.setitimer(signal.ITIMER_REAL, remaining, their_interval)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.in_env_call:
