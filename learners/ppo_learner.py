@@ -10,6 +10,8 @@ from marl.core.apis import ValueFunctionAPI
 from marl.core.columns import SEGMENT_COLUMNS, Columns
 from marl.core.constants import ModuleID
 
+from marl.distributions import TorchCategorical
+
 from learners.advantages import bootstrap_step_advantages, compute_gae
 from learners.batching import chunk_into_sequences
 from learners.learner import TorchLearner
@@ -81,6 +83,29 @@ def ppo_loss(
     }
 
 
+def categorical_logp_entropy_kl(
+    logits: torch.Tensor, old_logits: torch.Tensor, actions: torch.Tensor, with_kl: bool,
+) -> tuple:
+    """``(logp(actions), entropy, KL(old || new) or None)`` of categorical logits.
+
+    The same operations ``torch.distributions.Categorical`` performs (logits
+    normalised by logsumexp, probabilities by softmax, entropy on logits
+    clamped at ``finfo.min`` so masked actions add 0, KL with RLlib's and
+    torch's handling of zero probabilities), computed once and shared.
+    """
+    logp_all = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = torch.softmax(logp_all, dim=-1)
+    logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(torch.clamp(logp_all, min=torch.finfo(logp_all.dtype).min) * probs).sum(-1)
+    if not with_kl:
+        return logp, entropy, None
+    old_logp_all = old_logits - old_logits.logsumexp(dim=-1, keepdim=True)
+    old_probs = torch.softmax(old_logp_all, dim=-1)
+    t = old_probs * (old_logp_all - logp_all)
+    t = t.masked_fill(probs == 0, float("inf")).masked_fill(old_probs == 0, 0.0)
+    return logp, entropy, t.sum(-1)
+
+
 def standardize(x: np.ndarray, extra: Optional[np.ndarray] = None) -> np.ndarray:
     """``(x - mean) / max(std, 1e-4)``; statistics over ``x`` and, if given, ``extra`` rows too."""
     pool = x if extra is None else np.concatenate([np.asarray(x, np.float64), extra])
@@ -104,6 +129,13 @@ def finish_train_batch(module: Any, sample: Dict[str, Any], extra: Dict[str, np.
 
 class PPOTorchLearner(TorchLearner):
     """Clipped-surrogate PPO with GAE computed per agent-trajectory segment."""
+
+    #: Modules whose train and exploration distributions are exactly
+    #: ``TorchCategorical`` get log-probabilities, entropy and KL from
+    #: :func:`categorical_logp_entropy_kl`: torch.distributions' own formulas,
+    #: so the same numbers and gradients, without building two distribution
+    #: objects per minibatch (about a tenth of the learner step on small nets).
+    fast_categorical_loss: bool = True
 
     @classmethod
     def rl_module_required_apis(cls) -> List[type]:
@@ -153,22 +185,30 @@ class PPOTorchLearner(TorchLearner):
         mask = batch.get(Columns.LOSS_MASK)
         module = self.module[module_id]
         dist_cls = module.get_train_action_dist_cls()
-        dist = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        old_dist = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
+        old_dist_cls = module.get_exploration_action_dist_cls()
+        if self.fast_categorical_loss and dist_cls is TorchCategorical and old_dist_cls is TorchCategorical:
+            logp, entropy, kl = categorical_logp_entropy_kl(
+                fwd_out[Columns.ACTION_DIST_INPUTS], batch[Columns.ACTION_DIST_INPUTS], batch[Columns.ACTIONS],
+                with_kl=config.use_kl_loss)
+        else:
+            dist = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+            old_dist = old_dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+            logp, entropy = dist.logp(batch[Columns.ACTIONS]), dist.entropy()
+            kl = old_dist.kl(dist) if config.use_kl_loss else None
         if Columns.VF_PREDS in fwd_out:
             values = fwd_out[Columns.VF_PREDS]
         else:
             values = module.compute_values(batch, fwd_out.get(Columns.EMBEDDINGS))
         kl_coeff = self.kl_coeffs.get(module_id, config.kl_coeff)
         terms = ppo_loss(
-            logp=dist.logp(batch[Columns.ACTIONS]),
+            logp=logp,
             old_logp=batch[Columns.ACTION_LOGP],
             advantages=batch[Columns.ADVANTAGES],
             values=values,
             value_targets=batch[Columns.VALUE_TARGETS],
             old_values=batch.get(Columns.VF_PREDS),
-            entropy=dist.entropy(),
-            kl=old_dist.kl(dist) if config.use_kl_loss else None,
+            entropy=entropy,
+            kl=kl,
             mask=mask,
             clip_param=config.clip_param,
             vf_clip_param=config.vf_clip_param,

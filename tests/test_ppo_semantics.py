@@ -254,3 +254,32 @@ def test_minibatches_keep_sampled_order_without_shuffle():
                                   generator=torch.Generator(), shuffle=False))
     # Every step is a full minibatch: the last one wraps into the next pass, as RLlib's does.
     assert [s["m"][Columns.OBS].tolist() for s in steps] == [[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 3, 4], [5, 6, 0]]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_categorical_terms_equal_torch_distributions_bit_for_bit(masked):
+    from learners.ppo_learner import categorical_logp_entropy_kl
+    from marl.distributions import TorchCategorical
+
+    torch.manual_seed(0)
+    logits = torch.randn(64, 5, requires_grad=True)
+    old = torch.randn(64, 5)
+    if masked:  # an action mask as the default modules apply it
+        mask = torch.rand(64, 5) < 0.3
+        mask[:, 0] = False
+        logits_in = logits.masked_fill(mask, torch.finfo(torch.float32).min)
+        old = old.masked_fill(mask, torch.finfo(torch.float32).min)
+    else:
+        logits_in = logits
+    actions = torch.distributions.Categorical(logits=old).sample()
+
+    def generic():
+        dist, old_dist = TorchCategorical.from_logits(logits_in), TorchCategorical.from_logits(old)
+        return dist.logp(actions), dist.entropy(), old_dist.kl(dist)
+
+    for fast, slow in zip(categorical_logp_entropy_kl(logits_in, old, actions, with_kl=True), generic()):
+        assert torch.equal(fast, slow)
+        g_fast, = torch.autograd.grad(fast.sum(), logits, retain_graph=True)
+        g_slow, = torch.autograd.grad(slow.sum(), logits, retain_graph=True)
+        assert torch.equal(g_fast, g_slow)
+    assert categorical_logp_entropy_kl(logits_in, old, actions, with_kl=False)[2] is None
