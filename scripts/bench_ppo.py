@@ -61,9 +61,12 @@ CASES: Dict[str, Dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------- workers
-def run_worker(backend: str, case_name: str, iters: int, started: float) -> Dict[str, Any]:
+def run_worker(backend: str, case_name: str, iters: int, started: float,
+               marl_env_runners: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Build, one warm-up ``train()`` (the first result), then ``iters`` timed ones."""
     case = CASES[case_name]
+    if backend == "marl" and marl_env_runners:
+        case = {**case, "env_runners": {**case.get("env_runners", {}), **marl_env_runners}}
     algo = build_marl(case, seed=0) if backend == "marl" else build_rllib(case, seed=0)
     try:
         result = algo.train()
@@ -76,7 +79,8 @@ def run_worker(backend: str, case_name: str, iters: int, started: float) -> Dict
         steps = env_steps_of(result) - steps0
     finally:
         algo.stop()
-    return {"backend": backend, "case": case_name, "first_result_s": first_result_s,
+    return {"backend": backend, "case": case_name, "env_runners": (marl_env_runners or {}) if backend == "marl" else {},
+            "first_result_s": first_result_s,
             "env_steps": steps, "seconds": seconds, "env_steps_per_s": steps / seconds}
 
 
@@ -189,7 +193,8 @@ def print_tables(runs: List[Dict[str, Any]], floor: Optional[Dict[str, Any]]) ->
         if "error" in r:
             print(f"| {' '.join(r['args'])} | error | | | |")
             continue
-        print(f"| {r['case']} | {r['backend']} | {r['env_steps_per_s']:,.0f} | {r['first_result_s']:.1f} "
+        setup = "".join(f", {k}={v}" for k, v in r.get("env_runners", {}).items() if v)
+        print(f"| {r['case']} | {r['backend']}{setup} | {r['env_steps_per_s']:,.0f} | {r['first_result_s']:.1f} "
               f"| {r['peak_rss_mib']:,.0f} |")
     by = {(r["case"], r["backend"]): r for r in runs if "error" not in r}
     pairs = [(c, by[(c, "marl")], by[(c, "rllib")]) for c in CASES if (c, "marl") in by and (c, "rllib") in by]
@@ -213,6 +218,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rllib-python", default=default_rllib_python())
     parser.add_argument("--threads", type=int, default=None, help="OMP threads per run (default: torch's)")
     parser.add_argument("--no-floor", action="store_true", help="skip the learner-floor measurement")
+    parser.add_argument("--marl-env-runners", type=int, default=0,
+                        help="num_env_runners of the marl runs (RLlib keeps its default 0)")
+    parser.add_argument("--overlap", action="store_true",
+                        help="marl runs with overlap_sampling=True (needs --marl-env-runners >= 1)")
     parser.add_argument("--json", help="also write every result to this file")
     parser.add_argument("--worker", choices=["marl", "rllib", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -220,7 +229,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.worker:
         started = float(os.environ.get("BENCH_T0", time.time()))
-        result = run_floor() if args.worker == "floor" else run_worker(args.worker, args.case, args.iters, started)
+        runners = {"num_env_runners": args.marl_env_runners, "overlap_sampling": args.overlap}
+        result = run_floor() if args.worker == "floor" else run_worker(args.worker, args.case, args.iters,
+                                                                       started, runners)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
@@ -234,7 +245,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for case in args.cases:
         for backend in backends:
             python = sys.executable if backend == "marl" else args.rllib_python
-            r = launch(python, ["--worker", backend, "--case", case, "--iters", str(args.iters)], args.threads)
+            extra = ["--marl-env-runners", str(args.marl_env_runners)] + (["--overlap"] if args.overlap else [])
+            r = launch(python, ["--worker", backend, "--case", case, "--iters", str(args.iters), *extra],
+                       args.threads)
             print(json.dumps(r), file=sys.stderr, flush=True)
             runs.append(r)
     floor = None if args.no_floor else launch(sys.executable, ["--worker", "floor"], args.threads)

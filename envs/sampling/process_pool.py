@@ -86,6 +86,7 @@ class EnvRunnerGroup:
         self.num_env_runner_restarts = 0
         #: Whether the latest ``set_sampling_state`` continued every episode exactly (None: none yet).
         self.last_resume_exact: Optional[bool] = None
+        self._in_flight: Optional[List[Dict[str, Any]]] = None
         self._weights: Optional[Dict[str, Dict[str, np.ndarray]]] = None
         self.local_runner: Optional[MultiAgentEnvRunner] = None
         self._workers: List[Optional[_Worker]] = []
@@ -170,6 +171,27 @@ class EnvRunnerGroup:
             metrics["num_env_runner_restarts"] = 0
             metrics["num_healthy_env_runners"] = 1
             return batches, metrics
+        self.start_sample(num_timesteps_total, num_episodes, explore)
+        return self.finish_sample()
+
+    @property
+    def sample_in_flight(self) -> bool:
+        """Whether :meth:`start_sample` sent requests whose results were not collected yet."""
+        return self._in_flight is not None
+
+    def start_sample(self, num_timesteps_total: Optional[int] = None, num_episodes: Optional[int] = None,
+                     explore: Optional[bool] = None,
+                     weights: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+        """Send every worker its share of a sample (as :meth:`sample`) and return at once;
+        :meth:`finish_sample` collects the results. ``weights`` are loaded by each
+        worker just before it samples (and kept for restarted workers)."""
+        if self.local_runner is not None:
+            raise ValueError("start_sample needs worker processes (num_env_runners >= 1); "
+                             "a local runner samples in this process")
+        if self._in_flight is not None:
+            raise RuntimeError("a sample is already in flight: call finish_sample() first")
+        if weights is not None:
+            self._weights = {**(self._weights or {}), **_weights_to_numpy(weights)}
         n = len(self._workers)
         calls: List[Dict[str, Any]] = []
         for i in range(n):
@@ -178,12 +200,22 @@ class EnvRunnerGroup:
                 kw["num_timesteps"] = num_timesteps_total // n + (1 if i < num_timesteps_total % n else 0)
             elif num_episodes is not None:
                 kw["num_episodes"] = -(-num_episodes // n)
+            if weights is not None:
+                kw["weights"] = self._weights
             calls.append(kw)
         for i, w in enumerate(self._workers):
             try:
                 w.send("sample", **calls[i])
             except _WorkerDied as exc:
                 self._restart(i, str(exc)).send("sample", **calls[i])
+        self._in_flight = calls
+
+    def finish_sample(self) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+        """Collect and merge the results of :meth:`start_sample` (restarting dead workers)."""
+        calls, self._in_flight = self._in_flight, None
+        if calls is None:
+            raise RuntimeError("no sample in flight: call start_sample() first")
+        n = len(self._workers)
         results: List[Tuple[Dict[str, Any], Dict[str, Any]]] = []
         deltas_by_worker: List[Dict[str, Any]] = [{} for _ in range(n)]
         for i in range(n):
@@ -273,6 +305,9 @@ class EnvRunnerGroup:
     def get_sampling_state(self) -> Tuple[Optional[Dict[str, Any]], Dict[str, np.ndarray], Optional[str]]:
         """Every runner's in-flight sampling state (exact resume), arrays prefixed ``r<i>/``;
         ``(None, {}, reason)`` when some runner cannot store its state."""
+        if getattr(self, "unsaved_sample_ahead", False):
+            return None, {}, ("overlap_sampling: the batch sampled ahead for the next iteration is not "
+                              "stored, so the resumed run samples a new one")
         if self.local_runner is not None:
             parts = [self.local_runner.get_sampling_state()]
         else:

@@ -120,6 +120,9 @@ def _run_command(runner: MultiAgentEnvRunner, command: str, args: Tuple[Any, ...
         return state
     if command == "get_weights":
         return _weights_to_numpy(runner.get_weights())
+    if command == "sample" and kw.get("weights") is not None:  # overlapped sampling: weights ride along
+        kw = dict(kw)
+        runner.set_weights(kw.pop("weights"))
     return getattr(runner, command)(*args, **kw)
 
 

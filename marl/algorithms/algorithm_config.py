@@ -126,6 +126,7 @@ class AlgorithmConfig:
         self.clip_actions = False
         self.sample_timeout_s = 60.0
         self.nonfinite_env_values = "raise"
+        self.overlap_sampling = False
         # multi-agent
         self.policies: Optional[Collection[str]] = None
         self.policy_mapping_fn: Optional[Callable] = None
@@ -213,12 +214,23 @@ class AlgorithmConfig:
 
         ``nonfinite_env_values`` ("raise" by default, or "drop_episode"): what a
         NaN/inf observation or reward does; the error names env, agent and step.
+
+        ``overlap_sampling`` (marl's own, default False; needs
+        ``num_env_runners >= 1``): the worker processes sample the next batch
+        while the learner trains on this one. The batch trained on in iteration
+        k+1 is then sampled with the weights iteration k started from (one
+        update behind the learner; PPO's ratio uses the recorded behaviour
+        log-probabilities), and a checkpoint does not store the batch sampled
+        ahead (``env_runner/state.json`` says the resume is not exact). The
+        learner's torch threads are lowered to the cores the runners leave
+        (``os.cpu_count() - num_env_runners``, at least 1); call
+        ``torch.set_num_threads`` after ``build()`` to choose otherwise.
         """
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
              "env_to_module_connector", "explore", "normalize_actions", "clip_actions",
-             "sample_timeout_s", "nonfinite_env_values"},
+             "sample_timeout_s", "nonfinite_env_values", "overlap_sampling"},
             kwargs,
         )
 
@@ -323,6 +335,11 @@ class AlgorithmConfig:
                              "'auto' splits the train batch evenly over the env runners and their envs")
         check_number("sample_timeout_s", self.sample_timeout_s, low=0.0, low_open=True,
                      none="no time limit", allow_inf=False)
+        check_bool("overlap_sampling", self.overlap_sampling)
+        if self.overlap_sampling and self.num_env_runners < 1:
+            raise _bad_value("overlap_sampling", True, "False with num_env_runners=0",
+                             "overlapping needs worker processes to sample while this one learns: "
+                             "set num_env_runners >= 1")
         if self.nonfinite_env_values not in ("raise", "drop_episode"):
             raise _bad_value("nonfinite_env_values", self.nonfinite_env_values, "'raise' or 'drop_episode'")
         for key in ("explore", "normalize_actions", "clip_actions"):
