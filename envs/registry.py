@@ -24,6 +24,7 @@ import pettingzoo
 from pettingzoo import ParallelEnv
 from pettingzoo.env_registry.exceptions import PettingZooRegistryError
 
+from envs.fast_parallel import FAST_PARALLEL_MODULE_PREFIXES, fast_parallel
 from envs.to_parallel import to_parallel_env
 
 #: The accepted forms of ``env``, with examples; every "unknown env" error lists them.
@@ -108,7 +109,10 @@ class EnvCreator:
         if self.kind == "gym":
             return gym.make(self.target, **config)
         if self.kind == "pettingzoo_module":
-            return _pettingzoo_module_factory(_import_module(self.target))(**config)
+            env = _pettingzoo_module_factory(_import_module(self.target))(**config)
+            if self.target.startswith(FAST_PARALLEL_MODULE_PREFIXES):
+                env = fast_parallel(env)
+            return env
         if self.kind == "pettingzoo_registry":
             env_type, env_id = self.target
             return pettingzoo.make(env_type, env_id, **config)

@@ -44,6 +44,14 @@ def cartpole_creator(config: dict) -> Any:
 
 
 def simple_spread_creator(config: dict) -> Any:
+    """As ``.environment("mpe2.simple_spread_v3")`` builds it (the lean AEC conversion)."""
+    from envs.registry import make_env
+
+    return make_env("mpe2.simple_spread_v3", {"N": 3, "max_cycles": 25})
+
+
+def simple_spread_pettingzoo_creator(config: dict) -> Any:
+    """PettingZoo's own ``parallel_env`` (its converter and check wrappers), for comparison."""
     from mpe2 import simple_spread_v3
 
     return simple_spread_v3.parallel_env(N=3, max_cycles=25)
@@ -58,12 +66,14 @@ def pistonball_creator(config: dict) -> Any:
 ENVS: Dict[str, Callable[[dict], Any]] = {
     "cartpole": cartpole_creator,
     "simple_spread": simple_spread_creator,
+    "simple_spread_pettingzoo": simple_spread_pettingzoo_creator,
     "pistonball": pistonball_creator,
 }
 
 MODEL_CONFIGS = {
     "cartpole": {"fcnet_hiddens": [64, 64]},
     "simple_spread": {"fcnet_hiddens": [64, 64]},
+    "simple_spread_pettingzoo": {"fcnet_hiddens": [64, 64]},
     "pistonball": {"conv_filters": [[16, [4, 4], 2], [32, [4, 4], 2], [64, [3, 3], 2]],
                    "fcnet_hiddens": [64]},
 }
