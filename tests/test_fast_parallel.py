@@ -8,6 +8,7 @@ import pytest
 
 from envs.fast_parallel import CycleParallelEnv, fast_parallel
 from envs.registry import make_env
+from tests.state_compare import assert_same
 
 
 def run(env, seed, steps, action_seed):
@@ -30,21 +31,6 @@ def run(env, seed, steps, action_seed):
     return trace
 
 
-def assert_same(a, b, where):
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b), where
-    else:
-        assert a == b and type(a) is type(b), where
-
-
 @pytest.mark.parametrize("module, kwargs", [
     ("mpe2.simple_spread_v3", {"max_cycles": 25}),
     ("mpe2.simple_spread_v3", {"N": 4, "continuous_actions": True, "max_cycles": 20}),
@@ -60,7 +46,7 @@ def test_same_observations_rewards_and_dones_as_pettingzoos_converter(module, kw
     expected = run(reference, seed=3, steps=70, action_seed=9)
     got = run(fast, seed=3, steps=70, action_seed=9)
     assert sum(1 for entry in got if entry[0] == "reset") >= 2, "episodes ended and restarted"
-    assert_same(got, expected, module)
+    assert_same(got, expected, module, strict_types=True)
     np.testing.assert_array_equal(fast.state(), reference.state())
 
 
