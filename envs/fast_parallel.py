@@ -1,4 +1,4 @@
-"""A leaner ``aec_to_parallel`` for AEC envs whose agents act in a fixed cycle (mpe2).
+"""A leaner ``aec_to_parallel`` for AEC envs whose agents act in a fixed cycle (mpe2, butterfly, sisl).
 
 PettingZoo builds mpe2's ``parallel_env`` as ``aec_to_parallel(OrderEnforcing(
 AssertOutOfBounds(raw_env)))``. Per env step that costs, besides the physics:
@@ -29,7 +29,7 @@ from pettingzoo.utils.env import ParallelEnv
 from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, OrderEnforcingWrapper
 
 #: Env modules whose ``parallel_env`` is replaced (tested equivalent in tests/test_fast_parallel.py).
-FAST_PARALLEL_MODULE_PREFIXES = ("mpe2.",)
+FAST_PARALLEL_MODULE_PREFIXES = ("mpe2.", "pettingzoo.butterfly.", "pettingzoo.sisl.")
 
 _CHECK_ONLY_WRAPPERS = (OrderEnforcingWrapper, AssertOutOfBoundsWrapper)
 
