@@ -256,7 +256,7 @@ class TorchLearner(Learner):
             sizes[mid] = mb
         num_steps = 0
         shuffle = bool(getattr(self.config, "shuffle_batch_per_epoch", True)) and num_epochs > 1
-        before = self._training_state_copy()
+        before = self.training_state_copy()
         try:
             for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle):
                 self._update_minibatch(minibatch)
@@ -273,7 +273,7 @@ class TorchLearner(Learner):
                 )
             self.after_update(results)
         except NonFiniteLossError as err:
-            self._restore_training_state(before)
+            self.restore_training_state(before)
             undone = f"its {num_steps} earlier gradient step(s) undone" if num_steps else "no step had been taken"
             raise NonFiniteLossError(
                 f"{err} Found at gradient step {num_steps + 1} of this update, before its optimizer "
@@ -282,13 +282,14 @@ class TorchLearner(Learner):
                 module_ids=err.module_ids, terms=err.terms,
             ) from None
         except BaseException:
-            self._restore_training_state(before)
+            self.restore_training_state(before)
             raise
         results["__all_modules__"] = {"num_gradient_steps": num_steps}
         return results
 
-    def _training_state_copy(self) -> Dict[str, Any]:
-        """A copy of everything ``update()`` changes (for its rollback)."""
+    def training_state_copy(self) -> Dict[str, Any]:
+        """A copy of everything ``update()`` changes: weights, optimizer states, learner
+        state, shuffling RNG (for rolling back an update or a failed restore)."""
         with torch.no_grad():
             weights = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         return {
@@ -298,7 +299,7 @@ class TorchLearner(Learner):
             "generator": self._generator.get_state(),
         }
 
-    def _restore_training_state(self, state: Dict[str, Any]) -> None:
+    def restore_training_state(self, state: Dict[str, Any]) -> None:
         with torch.no_grad():
             self.module.load_state_dict(state["weights"])  # copies in place: optimizers keep their params
         for name, opt_state in state["optimizers"].items():
@@ -391,11 +392,12 @@ class TorchLearner(Learner):
                 for p in params:
                     torch.nn.utils.clip_grad_norm_([p], clip)
             return norm
-        if by == "value":
+        if by == "value":  # reports the norm after clipping
             norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
             if math.isfinite(norm):
                 torch.nn.utils.clip_grad_value_(params, clip)
-            return float(torch.nn.utils.get_total_norm([p.grad for p in params])) if math.isfinite(norm) else norm
+                norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+            return norm
         raise ValueError(f"grad_clip_by={by!r}; expected 'global_norm', 'norm' or 'value'")
 
     def after_update(self, results: Dict[str, Any]) -> None:

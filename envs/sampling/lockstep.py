@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping
 
-import numpy as np
 import torch
 
 from marl.core.action_sampling import actions_from_outputs
@@ -22,7 +21,7 @@ from marl.core.nested import take_rows, to_numpy
 from envs.sampling.actions import ActionAdapter, sample_categorical
 from envs.sampling.episode import ID_SHIFT
 from envs.sampling.pipelines import Pipeline, set_pipeline_state
-from envs.sampling.recovery import nonfinite_observation
+from envs.sampling.recovery import all_finite, nonfinite_observation
 from envs.sampling.slots import Collect, EnvState, Group, ModuleInfo
 
 
@@ -355,15 +354,6 @@ class LockstepLoop:
         st.consecutive_crashes = 0
         self._num_episodes_lifetime += 1
 
-
-
-def all_finite(batch: Any) -> bool:
-    """Whether every float leaf of a stacked observation batch is finite."""
-    if isinstance(batch, Mapping):
-        return all(all_finite(v) for v in batch.values())
-    if isinstance(batch, tuple):
-        return all(all_finite(v) for v in batch)
-    return batch.dtype.kind not in "fc" or bool(np.isfinite(batch).all())
 
 
 def without_envs(collect: Dict[str, Collect], envs: set) -> Dict[str, Collect]:

@@ -33,14 +33,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from marl.core.nested import concat_nested
+from marl.core.nested import concat_nested, state_to_torch
 
 from envs.sampling.episode_metrics import merge_metrics
 from envs.sampling.runner import DEFAULT_SAMPLE_TIMEOUT_S, MultiAgentEnvRunner
 from envs.sampling.worker import (
     _check_picklable,
     _weights_to_numpy,
-    _weights_to_torch,
     _Worker,
     _WorkerDied,
 )
@@ -264,7 +263,7 @@ class EnvRunnerGroup:
     def get_weights(self) -> Dict[str, Dict[str, Any]]:
         if self.local_runner is not None:
             return self.local_runner.get_weights()
-        return _weights_to_torch(self._call_one(0, "get_weights"))
+        return state_to_torch(self._call_one(0, "get_weights"))
 
     def get_state(self) -> Dict[str, Any]:
         """The first runner's state (weights and connector states are the same on all),
@@ -274,7 +273,7 @@ class EnvRunnerGroup:
         states = self._broadcast("get_state")
         state = dict(states[0])
         if "rl_module" in state:
-            state["rl_module"] = _weights_to_torch(state["rl_module"])
+            state["rl_module"] = state_to_torch(state["rl_module"])
         for key in ("num_env_steps_sampled_lifetime", "num_agent_steps_sampled_lifetime",
                     "num_episodes_lifetime", "num_env_errors", "num_episodes_dropped_lifetime",
                     "num_env_hangs"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import threading
 import time
@@ -129,23 +128,23 @@ class EnvCallDeadline:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def all_finite(x: Any) -> bool:
+    """Whether every float leaf of an observation (or a stacked batch of them) is finite."""
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind not in "fc" or bool(np.isfinite(x).all())
+    if isinstance(x, Mapping):
+        return all(all_finite(v) for v in x.values())
+    if isinstance(x, tuple):
+        return all(all_finite(v) for v in x)
+    return all_finite(np.asarray(x))
+
+
 def nonfinite_observation(obs: Mapping[Any, Any]) -> Optional[Any]:
     """The first agent whose (float) observation holds NaN or inf, else None."""
     for agent, o in obs.items():
-        if _has_nonfinite(o):
+        if not all_finite(o):
             return agent
     return None
-
-
-def _has_nonfinite(x: Any) -> bool:
-    if isinstance(x, Mapping):
-        return any(_has_nonfinite(v) for v in x.values())
-    if isinstance(x, tuple):
-        return any(_has_nonfinite(v) for v in x)
-    if isinstance(x, float):
-        return not math.isfinite(x)
-    arr = np.asarray(x)
-    return arr.dtype.kind in "fc" and not bool(np.isfinite(arr).all())
 
 
 class EnvRecovery:

@@ -173,8 +173,8 @@ class SamplingState:
             n = buf.n
             entry = {
                 "id": module_id, "env": env_index, "agent": encode_key(agent), "rows": n,
-                "columns": {name: flatten_nested(f"{m}/buffer/{name}", _rows(col, n), arrays)
-                            for name, col in buf.columns.items()},
+                "columns": {name: flatten_nested(f"{m}/buffer/{name}", buf.column(name), arrays)
+                            for name in buf.columns},
                 "state_store": {k: flatten_nested(f"{m}/state/{k}", v, arrays) for k, v in info.state_store.items()},
             }
             for name in buf.FIXED:
@@ -307,11 +307,3 @@ class SamplingState:
         st.episode = EpisodeHandle(id_=int(entry["episode"]["id"]), env_index=st.index,
                                    agent_ids=[decode_key(a) for a in entry["episode"]["agent_ids"]],
                                    worker_index=self.worker_index)
-
-
-def _rows(col: Any, n: int) -> Any:
-    if isinstance(col, dict):
-        return {k: _rows(v, n) for k, v in col.items()}
-    if isinstance(col, tuple):
-        return tuple(_rows(v, n) for v in col)
-    return col[:n]

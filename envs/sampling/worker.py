@@ -82,12 +82,6 @@ def _weights_to_numpy(weights: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dic
     return out
 
 
-def _weights_to_torch(weights: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    import torch
-
-    return {mid: {k: torch.as_tensor(v) for k, v in state.items()} for mid, state in weights.items()}
-
-
 def _start_watchdog(runner: MultiAgentEnvRunner, worker_index: int) -> None:
     """End this process when one env call outlives twice the deadline (see module doc)."""
     timeout = runner.sample_timeout_s

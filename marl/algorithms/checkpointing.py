@@ -23,6 +23,7 @@ from the live optimizer, i.e. from the current config.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 import tempfile
@@ -37,6 +38,8 @@ from marl.core import checkpoint_io as io
 from marl.algorithms import runner_checkpoint
 from marl.algorithms.config_codec import load_config, save_config
 from marl.algorithms.runner_checkpoint import apply_env_runners, read_env_runners, save_env_runners
+
+logger = logging.getLogger(__name__)
 
 LEARNER_DIR = "learner_group/learner"
 RL_MODULE_DIR = f"{LEARNER_DIR}/rl_module"
@@ -351,20 +354,13 @@ def read_restore(algo: Any, path: Path, component: Optional[str],
 def _snapshot(algo: Any, plan: _Restore) -> Callable[[], None]:
     """What ``plan`` would replace, and a function that puts it back."""
     learner = algo.learner
-    weights = learner.module.get_state()
-    optimizers = {n: copy.deepcopy(o.state_dict()) for n, o in learner.optimizers.items()}
-    learner_state = copy.deepcopy(learner.get_learner_state())
-    generator = learner._generator.get_state()
+    training_state = learner.training_state_copy()
     algo_state = copy.deepcopy(algo.get_state())
     rng = _global_rng()
     runners = algo.env_runner_group.get_state() if plan.env_runners is not None else None
 
     def rollback() -> None:
-        learner.module.set_state(weights)
-        for name, state in optimizers.items():
-            learner.optimizers[name].load_state_dict(state)
-        learner.set_learner_state(learner_state)
-        learner._generator.set_state(generator)
+        learner.restore_training_state(training_state)
         algo.set_state(algo_state)
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
@@ -395,7 +391,8 @@ def apply_restore(algo: Any, plan: _Restore) -> None:
         try:
             rollback()
         except Exception:  # report the original error; the rollback was best effort
-            pass
+            logger.warning("undoing a failed restore failed too; the algorithm may be half restored",
+                           exc_info=True)
         raise
 
 

@@ -74,10 +74,6 @@ def apply_env_runners(group: Any, payload: EnvRunnerCheckpoint) -> None:
         set_sampling(payload.sampling, payload.arrays)
 
 
-def load_env_runners(group: Any, directory: Path) -> None:
-    apply_env_runners(group, read_env_runners(directory))
-
-
 def _jsonable(value: Any) -> Any:
     """Runner state as plain JSON (numpy values become lists and numbers)."""
     if isinstance(value, dict):
