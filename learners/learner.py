@@ -22,6 +22,7 @@ from marl.core.constants import ModuleID
 from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 
 from learners.batching import iter_minibatches, leading_dim, to_tensor
+from learners.compiled_step import CompiledOrEager
 
 #: Name of the optimizer in single-optimizer mode.
 SHARED_OPTIMIZER_NAME = "__all_modules__/default_optimizer"
@@ -103,6 +104,12 @@ class TorchLearner(Learner):
         self._generator.manual_seed(int(getattr(config, "seed", None) or 0))
         self.shared_optimizer = False
         self._built = False
+        #: Where ``register_metrics`` writes while a (possibly compiled) loss step
+        #: runs: a dict made fresh per step, so compiled code never guards on
+        #: the growing metric lists.
+        self._metric_sink: Optional[Dict[ModuleID, Dict[str, Any]]] = None
+        self._forward_train: Any = None
+        self._loss_step: Any = None
 
     # ------------------------------------------------------------------ build
     @property
@@ -119,7 +126,27 @@ class TorchLearner(Learner):
         self.module.train()
         self.shared_optimizer = self._use_shared_optimizer()
         self.configure_optimizers()
+        self._setup_compilation()
         self._built = True
+
+    def _setup_compilation(self) -> None:
+        """Choose eager or compiled ``forward_train`` / loss step (``config.framework(...)``)."""
+        self._forward_train = self.module.forward_train
+        self._loss_step = self._forward_and_losses
+        if not getattr(self.config, "torch_compile_learner", False):
+            return
+        what = getattr(self.config, "torch_compile_learner_what_to_compile", "forward_train")
+        options = dict(backend=getattr(self.config, "torch_compile_learner_dynamo_backend", "inductor"),
+                       mode=getattr(self.config, "torch_compile_learner_dynamo_mode", None))
+        if what == "complete_update":
+            self._loss_step = CompiledOrEager(self._forward_and_losses, label="the loss step", **options)
+        else:
+            self._forward_train = CompiledOrEager(self.module.forward_train, label="forward_train", **options)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether the update runs compiled code (False after a fallback to eager)."""
+        return any(isinstance(f, CompiledOrEager) and f.is_compiled for f in (self._forward_train, self._loss_step))
 
     @property
     def module_ids_to_train(self) -> List[ModuleID]:
@@ -218,6 +245,9 @@ class TorchLearner(Learner):
         Loss terms recorded here are also checked for NaN/inf before the
         optimizer step, so a diverging term is reported by name.
         """
+        if self._metric_sink is not None:
+            self._metric_sink.setdefault(module_id, {}).update(values)
+            return
         for key, value in values.items():
             self._metrics[module_id][key].append(value)
 
@@ -312,8 +342,10 @@ class TorchLearner(Learner):
         the losses, then the gradients (via each optimizer's global gradient norm,
         which is finite only if every gradient is: one number instead of a check
         per parameter, so the guarantee costs nothing on the hot path)."""
-        fwd_out = self.module.forward_train(minibatch)
-        losses = self.compute_losses(fwd_out=fwd_out, batch=minibatch)
+        losses, step_metrics = self._loss_step(minibatch)
+        for mid, values in step_metrics.items():
+            for key, value in values.items():
+                self._metrics[mid][key].append(value)
         total = sum(losses.values())
         if not math.isfinite(float(total.detach())):
             self._check_losses_finite(losses)
@@ -331,6 +363,20 @@ class TorchLearner(Learner):
                 if mid in minibatch:
                     self._metrics[mid]["gradients_global_norm"].append(norms[name])
             opt.step()
+
+    def _forward_and_losses(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> tuple:
+        """``(losses, metrics)`` of one minibatch: the part ``complete_update`` compiles.
+
+        Metrics registered meanwhile are returned rather than appended, so
+        the function has no effect a compiled graph would have to guard on.
+        """
+        self._metric_sink = sink = {}
+        try:
+            fwd_out = self._forward_train(minibatch)
+            losses = self.compute_losses(fwd_out=fwd_out, batch=minibatch)
+        finally:
+            self._metric_sink = None
+        return losses, sink
 
     def _check_losses_finite(self, losses: Dict[ModuleID, torch.Tensor]) -> None:
         """Raise naming every module whose loss is NaN/inf and the terms that are."""

@@ -42,7 +42,7 @@ def ppo_loss(
     value_clip_param: Optional[float],
     vf_loss_coeff: float,
     entropy_coeff: float,
-    kl_coeff: float,
+    kl_coeff: float | torch.Tensor,
 ) -> Dict[str, torch.Tensor]:
     """PPO's loss terms, exactly as RLlib's ``PPOTorchLearner`` forms them.
 
@@ -147,13 +147,36 @@ class PPOTorchLearner(TorchLearner):
             self.kl_coeffs: Dict[ModuleID, float] = {
                 mid: float(self.config.kl_coeff) for mid in self.module.keys()
             }
+            # The loss reads the coefficients as tensors updated in place, so a
+            # compiled loss sees each new value without recompiling for it.
+            self._kl_coeff_tensors: Dict[ModuleID, torch.Tensor] = {
+                mid: torch.tensor(value, dtype=torch.float32) for mid, value in self.kl_coeffs.items()
+            }
 
-    def build_train_batches(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, Dict[str, Any]]:
-        cfg = self.config
+    def _sync_kl_coeff_tensors(self) -> None:
+        for mid, value in self.kl_coeffs.items():
+            if mid in self._kl_coeff_tensors:
+                self._kl_coeff_tensors[mid].fill_(value)
+            else:
+                self._kl_coeff_tensors[mid] = torch.tensor(value, dtype=torch.float32)
+
+    def sample_values(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, tuple]:
+        """``{module_id: (values [N], bootstrap values [S])}`` for GAE: each policy's own
+        value function (MAPPO overrides this with its centralised critic)."""
         # Value-pass sequences start from recorded states, so any length is exact;
         # the modules' own max_seq_len keeps memory like the training pass.
         seq_len = max((max_seq_len_of(self.module[mid]) for mid in samples), default=20)
-        values = flat_and_bootstrap_values(self.module, samples, max_seq_len=seq_len) if samples else {}
+        return flat_and_bootstrap_values(self.module, samples, max_seq_len=seq_len) if samples else {}
+
+    def train_values(self, module_id: ModuleID, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
+        """The value predictions the value loss trains (with gradient)."""
+        if Columns.VF_PREDS in fwd_out:
+            return fwd_out[Columns.VF_PREDS]
+        return self.module[module_id].compute_values(batch, fwd_out.get(Columns.EMBEDDINGS))
+
+    def build_train_batches(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, Dict[str, Any]]:
+        cfg = self.config
+        values = self.sample_values(samples)
         batches = {}
         for mid, b in samples.items():
             vf, boot = values[mid]
@@ -195,11 +218,8 @@ class PPOTorchLearner(TorchLearner):
             old_dist = old_dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
             logp, entropy = dist.logp(batch[Columns.ACTIONS]), dist.entropy()
             kl = old_dist.kl(dist) if config.use_kl_loss else None
-        if Columns.VF_PREDS in fwd_out:
-            values = fwd_out[Columns.VF_PREDS]
-        else:
-            values = module.compute_values(batch, fwd_out.get(Columns.EMBEDDINGS))
-        kl_coeff = self.kl_coeffs.get(module_id, config.kl_coeff)
+        values = self.train_values(module_id, batch, fwd_out)
+        kl_coeff = self._kl_coeff_tensors[module_id]
         terms = ppo_loss(
             logp=logp,
             old_logp=batch[Columns.ACTION_LOGP],
@@ -254,9 +274,11 @@ class PPOTorchLearner(TorchLearner):
             elif kl < 0.5 * self.config.kl_target:
                 self.kl_coeffs[mid] *= 0.5
             stats["curr_kl_coeff"] = self.kl_coeffs[mid]
+        self._sync_kl_coeff_tensors()
 
     def get_learner_state(self) -> Dict[str, Any]:
         return {"kl_coeffs": dict(self.kl_coeffs)}
 
     def set_learner_state(self, state: Dict[str, Any]) -> None:
         self.kl_coeffs.update(state.get("kl_coeffs", {}))
+        self._sync_kl_coeff_tensors()

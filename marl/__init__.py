@@ -45,6 +45,9 @@ _HOMES = {
     "Algorithm": "marl.algorithms",
     "PPOConfig": "marl.algorithms",
     "PPO": "marl.algorithms",
+    "MAPPOConfig": "marl.algorithms",
+    "MAPPO": "marl.algorithms",
+    "CentralCriticTorchRLModule": "marl.models",
     "VPGConfig": "marl.algorithms",
     "VPG": "marl.algorithms",
 }

@@ -45,6 +45,9 @@ from scripts.parity import build_marl, build_rllib, default_rllib_python, env_st
 
 RESULT_PREFIX = "BENCH_RESULT "
 
+#: ``--marl-compile``: the whole loss step compiled (RLlib's switch names).
+COMPILED = {"torch_compile_learner": True, "torch_compile_learner_what_to_compile": "complete_update"}
+
 #: The issue's configuration; each case adds its env (and policies).
 COMMON = {
     "training": {"train_batch_size_per_learner": 4000, "minibatch_size": 128, "num_epochs": 10, "lr": 3e-4},
@@ -62,11 +65,13 @@ CASES: Dict[str, Dict[str, Any]] = {
 
 # --------------------------------------------------------------------- workers
 def run_worker(backend: str, case_name: str, iters: int, started: float,
-               marl_env_runners: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               marl_env_runners: Optional[Dict[str, Any]] = None, marl_compile: bool = False) -> Dict[str, Any]:
     """Build, one warm-up ``train()`` (the first result), then ``iters`` timed ones."""
     case = CASES[case_name]
     if backend == "marl" and marl_env_runners:
         case = {**case, "env_runners": {**case.get("env_runners", {}), **marl_env_runners}}
+    if backend == "marl" and marl_compile:
+        case = {**case, "framework": COMPILED}
     algo = build_marl(case, seed=0) if backend == "marl" else build_rllib(case, seed=0)
     try:
         result = algo.train()
@@ -79,21 +84,35 @@ def run_worker(backend: str, case_name: str, iters: int, started: float,
         steps = env_steps_of(result) - steps0
     finally:
         algo.stop()
-    return {"backend": backend, "case": case_name, "env_runners": (marl_env_runners or {}) if backend == "marl" else {},
+    setup = {**(marl_env_runners or {}), "compiled": marl_compile} if backend == "marl" else {}
+    return {"backend": backend, "case": case_name, "env_runners": setup,
             "first_result_s": first_result_s,
             "env_steps": steps, "seconds": seconds, "env_steps_per_s": steps / seconds}
 
 
 def run_floor(minibatches: int = 200) -> Dict[str, Any]:
-    """ms per 128-row minibatch: marl's learner vs a hand-written eager PPO update."""
+    """ms per 128-row minibatch: marl's learner, eager and compiled, vs a hand-written eager PPO update."""
     import torch
 
     torch.set_num_threads(1)
-    algo = build_marl(CASES["simple-spread"], seed=0)
+    eager = marl_update_ms(CASES["simple-spread"], minibatches)
+    compiled = marl_update_ms({**CASES["simple-spread"], "framework": COMPILED}, minibatches)
+    hand_ms = hand_written_update_ms(eager["obs_dim"], eager["num_actions"], minibatches)
+    return {"marl_ms": eager["ms"], "marl_compiled_ms": compiled["ms"], "hand_ms": hand_ms,
+            "ratio": eager["ms"] / hand_ms, "compiled_ratio": compiled["ms"] / hand_ms,
+            "compile_s": compiled["first_update_s"] - eager["first_update_s"],
+            "obs_dim": eager["obs_dim"], "num_actions": eager["num_actions"]}
+
+
+def marl_update_ms(case: Dict[str, Any], minibatches: int) -> Dict[str, Any]:
+    """ms per 128-row minibatch of marl's learner on a simple_spread batch (after a warm-up update)."""
+    algo = build_marl(case, seed=0)
     try:
         learner = algo.learner
         samples, _ = algo.env_runner_group.sample(4000)
-        learner.update_from_samples(samples)  # warm-up (and builds the learner)
+        t0 = time.perf_counter()
+        learner.update_from_samples(samples)  # warm-up (builds the learner, compiles if asked)
+        first_update_s = time.perf_counter() - t0
         batches = learner.build_train_batches(samples)
         rows = sum(len(b["actions"]) for b in batches.values())
         epochs = max(1, round(minibatches * 128 / rows))
@@ -105,9 +124,7 @@ def run_floor(minibatches: int = 200) -> Dict[str, Any]:
         num_actions = int(module.action_space.n)
     finally:
         algo.stop()
-    hand_ms = hand_written_update_ms(obs_dim, num_actions, minibatches)
-    return {"marl_ms": marl_ms, "hand_ms": hand_ms, "ratio": marl_ms / hand_ms,
-            "obs_dim": obs_dim, "num_actions": num_actions}
+    return {"ms": marl_ms, "first_update_s": first_update_s, "obs_dim": obs_dim, "num_actions": num_actions}
 
 
 def hand_written_update_ms(obs_dim: int, num_actions: int, minibatches: int, rows: int = 128) -> float:
@@ -206,8 +223,11 @@ def print_tables(runs: List[Dict[str, Any]], floor: Optional[Dict[str, Any]]) ->
     if floor is not None and "error" not in floor:
         print("\n| learner per 128-row minibatch | ms |\n|---|---|")
         print(f"| marl (simple_spread, shared policy) | {floor['marl_ms']:.2f} |")
+        print(f"| marl, torch_compile_learner complete_update (compiling: +{floor['compile_s']:.1f} s once) "
+              f"| {floor['marl_compiled_ms']:.2f} |")
         print(f"| hand-written eager PPO update, same nets | {floor['hand_ms']:.2f} |")
         print(f"| marl / hand-written | {floor['ratio']:.2f} |")
+        print(f"| marl compiled / hand-written | {floor['compiled_ratio']:.2f} |")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -222,6 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="num_env_runners of the marl runs (RLlib keeps its default 0)")
     parser.add_argument("--overlap", action="store_true",
                         help="marl runs with overlap_sampling=True (needs --marl-env-runners >= 1)")
+    parser.add_argument("--marl-compile", action="store_true",
+                        help="marl runs with torch_compile_learner=True, what_to_compile='complete_update'")
     parser.add_argument("--json", help="also write every result to this file")
     parser.add_argument("--worker", choices=["marl", "rllib", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -231,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         started = float(os.environ.get("BENCH_T0", time.time()))
         runners = {"num_env_runners": args.marl_env_runners, "overlap_sampling": args.overlap}
         result = run_floor() if args.worker == "floor" else run_worker(args.worker, args.case, args.iters,
-                                                                       started, runners)
+                                                                       started, runners, args.marl_compile)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
@@ -245,7 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for case in args.cases:
         for backend in backends:
             python = sys.executable if backend == "marl" else args.rllib_python
-            extra = ["--marl-env-runners", str(args.marl_env_runners)] + (["--overlap"] if args.overlap else [])
+            extra = (["--marl-env-runners", str(args.marl_env_runners)] + (["--overlap"] if args.overlap else [])
+                     + (["--marl-compile"] if args.marl_compile else []))
             r = launch(python, ["--worker", backend, "--case", case, "--iters", str(args.iters), *extra],
                        args.threads)
             print(json.dumps(r), file=sys.stderr, flush=True)

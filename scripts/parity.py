@@ -50,6 +50,8 @@ def configure(config: Any, model_config_cls: type, case: Dict[str, Any], seed: i
         .rl_module(model_config=model_config_cls(**case.get("model", {})))
         .debugging(seed=seed)
     )
+    if case.get("framework"):
+        config.framework(**case["framework"])
     if case.get("policies"):
         fmt = case["policy_of"]
         config.multi_agent(policies=set(case["policies"]),

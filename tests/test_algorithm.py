@@ -193,7 +193,7 @@ def test_nan_loss_raises_naming_module_and_term_and_keeps_last_checkpoint(tmp_pa
     def poisoned(self, module_id, config, batch, fwd_out):
         loss = original(self, module_id, config, batch, fwd_out)
         if module_id == "p1":
-            self._metrics[module_id]["entropy"][-1] = torch.tensor(float("nan"))
+            self.register_metrics(module_id, {"entropy": torch.tensor(float("nan"))})
             return loss * float("nan")
         return loss
 

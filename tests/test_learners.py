@@ -273,7 +273,7 @@ def poison(learner, monkeypatch, module_id, how, at_call=1):
         if calls["n"] < at_call:
             return loss
         if how == "nan_loss":
-            self._metrics[mid]["entropy"][-1] = torch.tensor(float("nan"))
+            self.register_metrics(mid, {"entropy": torch.tensor(float("nan"))})
             return loss * float("nan")
         if how == "nan_gradient":  # value stays finite; d sqrt(x)/dx at 0 is inf, times 0: NaN
             zero = sum(p.sum() for p in self.module[mid].parameters()) * 0.0

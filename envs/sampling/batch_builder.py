@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from marl.core.columns import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, Columns
+from marl.core.columns import BOOTSTRAP_GLOBAL_OBS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, GLOBAL_OBS, Columns
 from marl.core.nested import take_rows, zeros_like_rows
 
 from envs.sampling.episode_metrics import episode_metrics
@@ -86,34 +86,44 @@ class BatchBuilder:
         boot_obs = zeros_like_rows(obs_all, num_segments)
         state_col = batch.get(Columns.STATE_IN)
         boot_state = zeros_like_rows(state_col, num_segments) if state_col is not None else None
+        global_col = batch.get(GLOBAL_OBS)
+        boot_global = zeros_like_rows(global_col, num_segments) if global_col is not None else None
         terminateds = batch[Columns.TERMINATEDS]
         truncateds = batch[Columns.TRUNCATEDS]
         group = self._groups.get(module_id)
         for i, (eps, r) in enumerate(zip(eps_sorted[starts].tolist(), last.tolist())):
             if terminateds[r]:
                 continue  # bootstrap value is 0: zeros are fine
-            src_obs = src_state = None
+            src_obs = src_state = src_global = None
             if truncateds[r]:
-                src_obs, src_state = self._trunc_boot.get(eps, (None, None))
+                src_obs, src_state, src_global = self._trunc_boot.get(eps, (None, None, None))
             elif eps in held_row:  # next obs = the obs of the held-back action
                 row = held_row[eps]
                 src_obs = take_rows(buf.columns[Columns.OBS], slice(row, row + 1))
                 if state_col is not None:
                     src_state = take_rows(buf.columns[Columns.STATE_IN], slice(row, row + 1))
+                if global_col is not None:
+                    src_global = buf.columns[GLOBAL_OBS][row:row + 1]
             elif eps in queued and group is not None and queued[eps][0] == module_id:
                 pos = queued[eps][1]
                 src_obs = take_rows(group.obs, slice(pos, pos + 1))
                 if state_col is not None:
                     e, s = group.envs[pos], group.slots[pos]
                     src_state = {k: v[e, s][None] for k, v in info.state_store.items()}
+                if global_col is not None and group.global_obs is not None:
+                    src_global = group.global_obs[pos:pos + 1]
             if src_obs is None:  # no later observation known: repeat the last one
                 src_obs = take_rows(obs_all, slice(r, r + 1))
             assign_row(boot_obs, i, src_obs)
             if boot_state is not None and src_state is not None:
                 assign_row(boot_state, i, src_state)
+            if boot_global is not None:
+                boot_global[i] = (src_global if src_global is not None else global_col[r:r + 1])[0]
         batch[BOOTSTRAP_OBS] = boot_obs
         if boot_state is not None:
             batch[BOOTSTRAP_STATE_IN] = boot_state
+        if boot_global is not None:
+            batch[BOOTSTRAP_GLOBAL_OBS] = boot_global
         return batch
 
     def _metrics(self, batches: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping
 
+import numpy as np
 import torch
 
 from marl.core.action_sampling import actions_from_outputs
-from marl.core.columns import Columns
+from marl.core.columns import AGENT_INDEX, GLOBAL_OBS, Columns
 from marl.core.constants import SHARED_ENCODER_ID
 from marl.core.nested import take_rows, to_numpy
 
@@ -80,6 +81,8 @@ class LockstepLoop:
         slot_of = st.slot_of
         # Local bindings: these lists are only replaced at episode start, never here.
         done, mod, pending, eps = st.done, st.mod, st.pending, st.eps
+        global_input = self._global_input
+        g = global_input(st.env, obs) if global_input is not None else None
         for agent, o in obs.items():
             s = slot_of.get(agent)
             if s is None:
@@ -101,6 +104,12 @@ class LockstepLoop:
             c.slots.append(s)
             c.agents.append(agent)
             c.eps.append(eps[s])
+            if g is not None:
+                if s >= global_input.num_agents:
+                    raise ValueError(
+                        f"agent {agent!r} is not in the env's possible_agents {global_input.agents}: "
+                        "a centralised critic needs a fixed agent set")
+                c.globals.append(g)
 
     def _make_groups(self, collect: Dict[str, Collect]) -> Dict[str, Group]:
         """Stack each module's queued observations, check them, run its connectors."""
@@ -269,6 +278,9 @@ class LockstepLoop:
             if Columns.VF_PREDS in res:
                 blocks[Columns.VF_PREDS] = to_numpy(res[Columns.VF_PREDS])
             blocks.update(extras[module_id])
+            if g.global_obs is not None:
+                blocks[GLOBAL_OBS] = g.global_obs
+                blocks[AGENT_INDEX] = g.slot_idx.astype(np.int64)
             n = len(g.agents)
             r0 = info.buffer.append(n, g.eps, blocks)
             env_acts = info.adapter.to_env(actions)
@@ -328,7 +340,10 @@ class LockstepLoop:
         state = None
         if info.stateful:
             state = {k: v[st.index, s][None].copy() for k, v in info.state_store.items()}
-        self._trunc_boot[st.eps[s]] = (boot_obs, state)
+        global_obs = None
+        if self._global_input is not None:  # the env's state now, at the final observation
+            global_obs = self._global_input(st.env, st.last_obs or {})[None]
+        self._trunc_boot[st.eps[s]] = (boot_obs, state, global_obs)
 
     def _end_episode(self, st: EnvState, obs: Mapping[Any, Any]) -> None:
         # Agents the env dropped without a done flag count as truncated.
@@ -371,5 +386,6 @@ def without_envs(collect: Dict[str, Collect], envs: set) -> Dict[str, Collect]:
             new.slots.extend(c.slots[start:end])
             new.agents.extend(c.agents[start:end])
             new.eps.extend(c.eps[start:end])
+            new.globals.extend(c.globals[start:end])
         out[module_id] = new
     return out

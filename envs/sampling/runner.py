@@ -46,6 +46,7 @@ from marl.core.rl_module import RLModule, RLModuleSpec
 
 from envs.sampling.batch_builder import BatchBuilder
 from envs.sampling.episode import PolicyMappingFn, default_policy_mapping_fn
+from envs.sampling.global_inputs import GlobalInput
 from envs.sampling.lockstep import LockstepLoop
 from envs.sampling.pipelines import infer_module_spaces, set_pipeline_state
 from envs.sampling.recovery import NONFINITE_MODES, EnvCallDeadline, EnvRecovery
@@ -103,6 +104,11 @@ class MultiAgentEnvRunner(LockstepLoop, EnvRecovery, BatchBuilder, SamplingState
             reward raises ``NonFiniteEnvValueError`` naming the env, agent and
             step; ``"drop_episode"``: that episode is dropped (counted in
             ``num_episodes_dropped``) and the env reset.
+        global_input: None (default), or ``"auto"``, ``"state"`` or
+            ``"joint_obs"``: record the env's global input per step for a
+            centralised critic (``GLOBAL_OBS`` and ``AGENT_INDEX`` per row,
+            ``BOOTSTRAP_GLOBAL_OBS`` per segment; see
+            ``envs.sampling.global_inputs``).
     """
 
     #: Sample modules whose action distribution is exactly ``TorchCategorical``
@@ -131,6 +137,7 @@ class MultiAgentEnvRunner(LockstepLoop, EnvRecovery, BatchBuilder, SamplingState
         metrics_num_episodes: Optional[int] = None,
         sample_timeout_s: Optional[float] = DEFAULT_SAMPLE_TIMEOUT_S,
         nonfinite_env_values: str = "raise",
+        global_input: Optional[str] = None,
     ) -> None:
         if not callable(env_creator):
             raise TypeError(f"env_creator must be callable (env_config -> env), got {env_creator!r}")
@@ -172,6 +179,9 @@ class MultiAgentEnvRunner(LockstepLoop, EnvRecovery, BatchBuilder, SamplingState
         ]
         self._spaces = infer_module_spaces(
             self._envs[0].env, self.policy_mapping_fn, env_to_module_connector)
+        #: Records the env's global input per step for a centralised critic (MAPPO).
+        self._global_input: Optional[GlobalInput] = (
+            GlobalInput(global_input, self._envs[0].env) if global_input is not None else None)
 
         self.module: Optional[MultiRLModule] = None
         if module is not None:
@@ -197,7 +207,7 @@ class MultiAgentEnvRunner(LockstepLoop, EnvRecovery, BatchBuilder, SamplingState
         # Per call: agent-episodes whose rows are dropped (env crashed), and
         # truncation bootstraps {eps_id: (obs [1, ...], state {k: [1, ...]} | None)}.
         self._dropped_eps: set = set()
-        self._trunc_boot: Dict[int, Tuple[Any, Any]] = {}
+        self._trunc_boot: Dict[int, Tuple[Any, Any, Any]] = {}
         self._completed: List[Tuple[float, int, Dict[Any, float], Dict[str, float]]] = []
         self._num_env_steps_call = 0
         self._num_episodes_dropped_call = 0

@@ -186,6 +186,8 @@ class SamplingState:
             if group is not None:
                 entry["group"] = {
                     "obs": flatten_nested(f"{m}/group_obs", group.obs, arrays),
+                    "global_obs": (None if group.global_obs is None
+                                   else flatten_nested(f"{m}/group_global_obs", group.global_obs, arrays)),
                     "envs": list(group.envs), "slots": list(group.slots),
                     "agents": [encode_key(a) for a in group.agents],
                     "eps": group.eps.tolist(), "runs": [[st.index, pos] for st, pos in group.runs],
@@ -291,7 +293,10 @@ class SamplingState:
             c.envs, c.slots, c.eps = list(g["envs"]), list(g["slots"]), list(g["eps"])
             c.agents = [decode_key(a) for a in g["agents"]]
             c.runs = [(self._envs[e], pos) for e, pos in g["runs"]]
-            self._groups[module_id] = Group(unflatten_nested(g["obs"], arrays), c)
+            global_obs = g.get("global_obs")
+            self._groups[module_id] = Group(
+                unflatten_nested(g["obs"], arrays), c,
+                None if global_obs is None else np.array(unflatten_nested(global_obs, arrays)))
 
     def _restore_env_slots(self, st: Any, entry: Dict[str, Any], obs: Any) -> None:
         st.agents = [decode_key(a) for a in entry["agents"]]

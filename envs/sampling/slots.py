@@ -149,7 +149,7 @@ class EnvState:
 class Collect:
     """Raw observations of one module gathered during a step (Python lists, one entry per agent)."""
 
-    __slots__ = ("raw", "envs", "slots", "agents", "eps", "runs", "last_env")
+    __slots__ = ("raw", "envs", "slots", "agents", "eps", "runs", "last_env", "globals")
 
     def __init__(self) -> None:
         # One (env state, first position) per env: each env's agents are contiguous.
@@ -160,15 +160,21 @@ class Collect:
         self.slots: List[int] = []
         self.agents: List[Any] = []
         self.eps: List[int] = []
+        #: Per entry, the env's global input at this step (only for a centralised critic).
+        self.globals: List[np.ndarray] = []
 
 
 class Group:
     """The agents of one module that act at the next step, with post-connector observations."""
 
-    __slots__ = ("obs", "obs_t", "envs", "slots", "agents", "eps", "runs", "_env_idx", "_slot_idx")
+    __slots__ = ("obs", "obs_t", "envs", "slots", "agents", "eps", "runs", "_env_idx", "_slot_idx",
+                 "global_obs")
 
-    def __init__(self, obs: Any, c: Collect) -> None:
+    def __init__(self, obs: Any, c: Collect, global_obs: Optional[np.ndarray] = None) -> None:
         self.obs = obs
+        if global_obs is None and c.globals:
+            global_obs = np.stack(c.globals)
+        self.global_obs = global_obs
         self.obs_t = to_tensor(obs)
         self.envs = c.envs
         self.slots = c.slots

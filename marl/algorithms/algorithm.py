@@ -55,6 +55,7 @@ class Algorithm:
             module_spaces = infer_module_spaces(
                 probe_env, self.policy_mapping_fn, config.env_to_module_connector
             )
+            self._inspect_env(probe_env)
         finally:
             probe_env.close()
         unknown = sorted(set(module_spaces) - set(self.policies))
@@ -63,7 +64,7 @@ class Algorithm:
                 f"policy_mapping_fn returned module ids {unknown}, which are not policies; "
                 f"valid ids: {sorted(self.policies)}"
             )
-        self.module_spec = build_module_spec(config, self.policies, module_spaces)
+        self.module_spec = self._complete_module_spec(build_module_spec(config, self.policies, module_spaces))
 
         self.learner_group = LearnerGroup(
             config=config,
@@ -86,6 +87,7 @@ class Algorithm:
             nonfinite_env_values=config.nonfinite_env_values,
             metrics_num_episodes=int(np.ceil(config.metrics_num_episodes_for_smoothing
                                              / max(1, config.num_env_runners))),
+            **self._extra_runner_kwargs(),
         )
         if config.overlap_sampling:
             # The learner now runs beside the samplers: give it the cores they leave. More
@@ -108,6 +110,18 @@ class Algorithm:
             "num_episodes_lifetime": 0,
         }
         self._episode_window: deque = deque(maxlen=config.metrics_num_episodes_for_smoothing)
+
+    # ------------------------------------------------ hooks for algorithms
+    def _inspect_env(self, env: Any) -> None:
+        """Read what the algorithm needs from a probe env before modules are built."""
+
+    def _complete_module_spec(self, spec: Any) -> Any:
+        """Add the algorithm's own (non-policy) modules to the container spec."""
+        return spec
+
+    def _extra_runner_kwargs(self) -> Dict[str, Any]:
+        """Extra ``MultiAgentEnvRunner`` settings the algorithm's learner relies on."""
+        return {}
 
     def _fragment_length(self) -> int:
         cfg = self.config

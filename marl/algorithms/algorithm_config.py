@@ -150,6 +150,11 @@ class AlgorithmConfig:
         # learners
         self.num_learners = 0
         self.shared_optimizer: Optional[bool] = None
+        # framework (RLlib's names and defaults)
+        self.torch_compile_learner = False
+        self.torch_compile_learner_what_to_compile = "forward_train"
+        self.torch_compile_learner_dynamo_backend = "inductor"
+        self.torch_compile_learner_dynamo_mode: Optional[str] = None
         # evaluation
         self.evaluation_interval: Optional[int] = None
         self.evaluation_duration = 10
@@ -186,9 +191,25 @@ class AlgorithmConfig:
         return self
 
     def framework(self, framework: str = "torch", **kwargs: Any) -> "AlgorithmConfig":
+        """torch_compile_learner (default False), torch_compile_learner_what_to_compile
+        ("forward_train", RLlib's default, or "complete_update"),
+        torch_compile_learner_dynamo_backend ("inductor"), torch_compile_learner_dynamo_mode (None).
+
+        ``"complete_update"`` compiles the forward pass and every module's loss
+        as one graph (its backward compiled with it); clipping and the fused
+        optimizer step stay eager. Each distinct minibatch shape compiles once
+        (a smaller last minibatch adds one dynamic-shape graph), which costs
+        seconds at the first update. Where nothing can be compiled (no C++
+        compiler for inductor) training runs eagerly after a one-line warning.
+        """
         if framework != "torch":
             raise ConfigError(f"framework {framework!r} is not supported; only 'torch' is")
-        return self
+        return self._set(
+            "framework",
+            {"torch_compile_learner", "torch_compile_learner_what_to_compile",
+             "torch_compile_learner_dynamo_backend", "torch_compile_learner_dynamo_mode"},
+            kwargs,
+        )
 
     def environment(self, env: Any = _UNSET, *, env_config: Any = _UNSET, **kwargs: Any) -> "AlgorithmConfig":
         """The env: a gymnasium id, a PettingZoo module path or registry name, a class or a creator."""
@@ -285,7 +306,7 @@ class AlgorithmConfig:
         groups = {
             "environment": self.environment, "env_runners": self.env_runners,
             "multi_agent": self.multi_agent, "rl_module": self.rl_module,
-            "training": self.training, "learners": self.learners,
+            "training": self.training, "learners": self.learners, "framework": self.framework,
             "evaluation": self.evaluation, "reporting": self.reporting, "debugging": self.debugging,
         }
         for key, value in values.items():
@@ -382,6 +403,15 @@ class AlgorithmConfig:
         check_int("num_learners", self.num_learners, 0, hint="0: one local learner")
         if self.shared_optimizer is not None:
             check_bool("shared_optimizer", self.shared_optimizer)
+        check_bool("torch_compile_learner", self.torch_compile_learner)
+        check_choice("torch_compile_learner_what_to_compile", self.torch_compile_learner_what_to_compile,
+                     ("forward_train", "complete_update"))
+        if not isinstance(self.torch_compile_learner_dynamo_backend, str):
+            raise _bad_value("torch_compile_learner_dynamo_backend", self.torch_compile_learner_dynamo_backend,
+                             "a torch.compile backend name such as 'inductor'")
+        if self.torch_compile_learner_dynamo_mode is not None:
+            check_choice("torch_compile_learner_dynamo_mode", self.torch_compile_learner_dynamo_mode,
+                         ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
         # evaluation
         check_int("evaluation_interval", self.evaluation_interval, 0, none="no evaluation",
                   hint="n evaluates after every n-th iteration; 0, as in RLlib, means no evaluation")

@@ -53,5 +53,13 @@ class Columns:
 BOOTSTRAP_OBS = "bootstrap_obs"
 #: Per segment (stateful modules), the recurrent state to feed with ``BOOTSTRAP_OBS``.
 BOOTSTRAP_STATE_IN = "bootstrap_state_in"
+#: Per step, when a centralised critic asks for it: the env's global input at
+#: that step (``env.state()`` or every agent's observation with a presence
+#: mask; ``envs.sampling.global_inputs``).
+GLOBAL_OBS = "global_obs"
+#: Per step, with ``GLOBAL_OBS``: the acting agent's index in ``possible_agents``.
+AGENT_INDEX = "agent_index"
+#: Per segment, the global input after the segment's last step.
+BOOTSTRAP_GLOBAL_OBS = "bootstrap_global_obs"
 #: Columns that describe segments rather than steps.
-SEGMENT_COLUMNS = (Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN)
+SEGMENT_COLUMNS = (Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, BOOTSTRAP_GLOBAL_OBS)

@@ -1,4 +1,5 @@
 """Default models: their config, the plain builders and the default RLModules."""
+from marl.models.central_critic import CENTRAL_CRITIC_ID, CentralCriticTorchRLModule
 from marl.models.cnn import build_cnn, default_conv_filters
 from marl.models.default_bc_rl_module import DefaultBCTorchRLModule
 from marl.models.default_model_config import DefaultModelConfig, resolve_default_model_config
@@ -12,6 +13,8 @@ from marl.models.shared_encoder import (
 )
 
 __all__ = [
+    "CENTRAL_CRITIC_ID",
+    "CentralCriticTorchRLModule",
     "DefaultModelConfig",
     "DefaultPPOTorchRLModule",
     "DefaultBCTorchRLModule",

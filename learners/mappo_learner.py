@@ -1,0 +1,77 @@
+"""MAPPO: PPO's loss with values from a centralised critic module of the container.
+
+The policies' losses are PPO's, term for term. What changes is where values
+come from: the critic (``marl.models.central_critic``) reads the global input
+the env runner recorded per step (``GLOBAL_OBS``) and the agent's index, both
+for GAE before the update and for the value loss during it. The critic is a
+non-policy module, so the learner's single optimizer steps it together with
+the policies (once, however many policies it serves).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from marl.core.columns import AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS, GLOBAL_OBS, Columns
+from marl.core.constants import ModuleID
+from marl.models.central_critic import central_critic_id
+
+from learners.ppo_learner import PPOTorchLearner
+from learners.value_estimates import CHUNK
+
+
+class MAPPOTorchLearner(PPOTorchLearner):
+    """PPO with ``critic="central"``: values from the critic module of each policy."""
+
+    @classmethod
+    def rl_module_required_apis(cls) -> List[type]:
+        return []  # the policies need no value function of their own
+
+    def critic_of(self, module_id: ModuleID) -> Optional[ModuleID]:
+        """The critic module valuing ``module_id``'s agents (None: the policy's own values)."""
+        if getattr(self.config, "critic", "central") != "central":
+            return None
+        critic = central_critic_id(module_id, bool(getattr(self.config, "share_critic", True)))
+        if critic not in self.module:
+            raise KeyError(f"policy {module_id!r} has no critic module {critic!r}; modules: {sorted(self.module.keys())}")
+        return critic
+
+    def check_module_apis(self) -> None:
+        if getattr(self.config, "critic", "central") != "central":
+            return PPOTorchLearner.check_module_apis(self)  # local critics: PPO's requirements
+        return super().check_module_apis()
+
+    @torch.no_grad()
+    def sample_values(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, tuple]:
+        if getattr(self.config, "critic", "central") != "central":
+            return super().sample_values(samples)
+        out = {}
+        for mid, b in samples.items():
+            for column in (GLOBAL_OBS, AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS):
+                if column not in b:
+                    raise KeyError(f"the samples of {mid!r} have no {column!r}: the env runners did not "
+                                   "record global inputs (build MAPPO through MAPPOConfig)")
+            critic = self.module[self.critic_of(mid)]
+            index = np.asarray(b[AGENT_INDEX])
+            starts = np.concatenate([[0], np.cumsum(b[Columns.SEQ_LENS])[:-1]]).astype(np.int64)
+            values = _chunked_values(critic, np.asarray(b[GLOBAL_OBS]), index)
+            boot = _chunked_values(critic, np.asarray(b[BOOTSTRAP_GLOBAL_OBS]), index[starts])
+            out[mid] = (values, boot)
+        return out
+
+    def train_values(self, module_id: ModuleID, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
+        critic = self.critic_of(module_id)
+        if critic is None:
+            return super().train_values(module_id, batch, fwd_out)
+        return self.module[critic].compute_values(batch)
+
+
+def _chunked_values(critic: Any, global_obs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    parts = [
+        critic.compute_values({GLOBAL_OBS: torch.from_numpy(global_obs[i:i + CHUNK]),
+                               AGENT_INDEX: torch.from_numpy(index[i:i + CHUNK])}).float().numpy()
+        for i in range(0, len(index), CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
