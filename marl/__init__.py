@@ -27,6 +27,7 @@ _HOMES = {
     # default models
     "DefaultModelConfig": "marl.models",
     "DefaultPPOTorchRLModule": "marl.models",
+    "DefaultActorTorchRLModule": "marl.models",
     "DefaultBCTorchRLModule": "marl.models",
     "SharedEncoderMultiRLModule": "marl.models",
     # distributions

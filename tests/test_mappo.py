@@ -14,6 +14,7 @@ from envs.sampling.global_inputs import GlobalInput
 from marl import (
     Algorithm,
     CentralCriticTorchRLModule,
+    DefaultActorTorchRLModule,
     DefaultModelConfig,
     MAPPOConfig,
     PPOConfig,
@@ -150,11 +151,14 @@ def test_gae_and_the_value_loss_use_the_critic_not_the_policys_value_head(monkey
         values, boot = learner.sample_values(samples)[DEFAULT_MODULE_ID]
         np.testing.assert_allclose(values, expected, rtol=1e-6)
         assert len(boot) == len(batch[Columns.SEQ_LENS])
-        # The policy's own value head gets no gradient: only the critic learns values.
+        # The policies are actors: no value branch is built or run; only the critic learns values.
         policy = algo.get_module(DEFAULT_MODULE_ID)
-        vf_before = [p.detach().clone() for p in policy.vf.parameters()]
+        assert isinstance(policy, DefaultActorTorchRLModule)
+        assert not hasattr(policy, "vf") and not hasattr(policy, "value_encoder")
+        assert Columns.VF_PREDS not in policy.forward_train({Columns.OBS: torch.as_tensor(batch[Columns.OBS][:4])})
+        critic_before = [p.detach().clone() for p in critic.parameters()]
         learner.update_from_samples(samples)
-        assert all(torch.equal(b, p) for b, p in zip(vf_before, policy.vf.parameters()))
+        assert all(not torch.equal(b, p) for b, p in zip(critic_before, critic.parameters()))
     finally:
         algo.stop()
 

@@ -44,6 +44,14 @@ class MAPPOConfig(PPOConfig):
 
         return MAPPOTorchLearner
 
+    def get_default_rl_module_class(self) -> type:
+        """Actors without a value branch under a central critic; PPO's module otherwise."""
+        if self.critic == "central":
+            from marl.models.default_actor_rl_module import DefaultActorTorchRLModule
+
+            return DefaultActorTorchRLModule
+        return super().get_default_rl_module_class()
+
     def validate(self) -> None:
         super().validate()
         check_choice("critic", self.critic, ("central", "local"))

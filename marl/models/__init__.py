@@ -1,6 +1,7 @@
 """Default models: their config, the plain builders and the default RLModules."""
 from marl.models.central_critic import CENTRAL_CRITIC_ID, CentralCriticTorchRLModule
 from marl.models.cnn import build_cnn, default_conv_filters
+from marl.models.default_actor_rl_module import DefaultActorTorchRLModule
 from marl.models.default_bc_rl_module import DefaultBCTorchRLModule
 from marl.models.default_model_config import DefaultModelConfig, resolve_default_model_config
 from marl.models.default_ppo_rl_module import DefaultPPOTorchRLModule
@@ -16,6 +17,7 @@ __all__ = [
     "CENTRAL_CRITIC_ID",
     "CentralCriticTorchRLModule",
     "DefaultModelConfig",
+    "DefaultActorTorchRLModule",
     "DefaultPPOTorchRLModule",
     "DefaultBCTorchRLModule",
     "resolve_default_model_config",

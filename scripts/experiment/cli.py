@@ -35,7 +35,7 @@ import yaml
 
 from scripts.experiment import presets
 
-ALGOS = ("ppo", "vpg")
+ALGOS = ("ppo", "mappo", "vpg")
 POLICY_SETUPS = ("shared", "per-agent", "shared-encoder")
 WANDB_MODES = ("online", "offline", "disabled")
 STOP_KEYS = ("stop_iters", "stop_timesteps", "stop_return", "stop_time")
@@ -221,9 +221,9 @@ def _hyperparameter_keys(algo: str) -> List[str]:
 
 
 def make_algorithm_config(algo: str) -> Any:
-    from marl import PPOConfig, VPGConfig
+    from marl import MAPPOConfig, PPOConfig, VPGConfig
 
-    return {"ppo": PPOConfig, "vpg": VPGConfig}[algo]()
+    return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig}[algo]()
 
 
 def _epilog() -> str:

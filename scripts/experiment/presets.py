@@ -26,34 +26,39 @@ class EnvPreset:
 
     env_config: Dict[str, Any] = field(default_factory=dict)
     model_config: Dict[str, Any] = field(default_factory=dict)
-    #: Per algorithm (``"ppo"``, ``"vpg"``): hyperparameters (AlgorithmConfig keys).
+    #: Per algorithm (``"ppo"``, ``"mappo"``, ``"vpg"``): hyperparameters (AlgorithmConfig keys).
     hyperparameters: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: Stop conditions used when the user gives none (``stop_iters``, ...).
     stop: Dict[str, Any] = field(default_factory=dict)
     num_envs_per_env_runner: Optional[int] = None
 
 
+#: PPO on simple_spread; MAPPO uses the same values, so the two compare with
+#: everything but the critic equal.
+SIMPLE_SPREAD_PPO: Dict[str, Any] = {
+    "lr": 3e-3,
+    "gamma": 0.95,
+    "lambda_": 0.95,
+    "train_batch_size_per_learner": 2000,
+    "minibatch_size": 500,
+    "num_epochs": 15,
+    "entropy_coeff": 0.01,
+    "clip_param": 0.2,
+    "vf_loss_coeff": 0.5,
+    "grad_clip": 0.5,
+    "use_kl_loss": False,
+    # RLlib's vf_clip_param clamps the squared value error; returns
+    # here reach -60, so a clamp of 10 would stop most value learning.
+    "vf_clip_param": 10_000.0,
+}
+
 PRESETS: Dict[str, EnvPreset] = {
     DEFAULT_ENV: EnvPreset(
         env_config={"N": 3, "max_cycles": 25, "continuous_actions": False},
         model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh", "head_fcnet_hiddens": []},
         hyperparameters={
-            "ppo": {
-                "lr": 3e-3,
-                "gamma": 0.95,
-                "lambda_": 0.95,
-                "train_batch_size_per_learner": 2000,
-                "minibatch_size": 500,
-                "num_epochs": 15,
-                "entropy_coeff": 0.01,
-                "clip_param": 0.2,
-                "vf_loss_coeff": 0.5,
-                "grad_clip": 0.5,
-                "use_kl_loss": False,
-                # RLlib's vf_clip_param clamps the squared value error; returns
-                # here reach -60, so a clamp of 10 would stop most value learning.
-                "vf_clip_param": 10_000.0,
-            },
+            "ppo": dict(SIMPLE_SPREAD_PPO),
+            "mappo": dict(SIMPLE_SPREAD_PPO),
             "vpg": {
                 "lr": 1e-3,
                 "gamma": 0.95,
