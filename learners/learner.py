@@ -200,7 +200,7 @@ class TorchLearner(Learner):
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any) -> None:
         """Default: Adam over the module's own parameters (override to customise)."""
-        params = list(self.module[module_id].parameters())
+        params = [p for p in self.module[module_id].parameters() if p.requires_grad]
         if params:
             self.register_optimizer(module_id, "default_optimizer", make_adam(params, lr=config.lr))
 
@@ -215,10 +215,11 @@ class TorchLearner(Learner):
 
     @staticmethod
     def _dedup_parameters(modules: Iterable[torch.nn.Module]) -> List[torch.nn.Parameter]:
+        """Trainable parameters, each once (frozen ones, e.g. target networks, are left out)."""
         seen, params = set(), []
         for m in modules:
             for p in m.parameters():
-                if id(p) not in seen:
+                if p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     params.append(p)
         return params

@@ -250,3 +250,34 @@ def test_joint_obs_critic_on_an_env_without_state_and_bad_settings_are_named():
         cfg.copy().training(critic="centralised").build()
     with pytest.raises(ConfigError, match="critic_input='global'"):
         cfg.copy().training(critic_input="global").build()
+
+
+@pytest.mark.parametrize("runners", [0, 2])
+def test_a_mappo_run_resumes_exactly(runners, tmp_path):
+    def config():
+        return spread_config(critic_input="joint_obs").env_runners(num_env_runners=runners)
+
+    def comparable(result):
+        learner = result["learners"][DEFAULT_MODULE_ID]
+        return (result["num_env_steps_sampled_lifetime"], result["env_runners"].get("episode_return_mean"),
+                learner["total_loss"], learner["vf_loss"])
+
+    def weights(algo):
+        return torch.cat([p.detach().flatten() for p in algo.get_module(None).parameters()])
+
+    algo = config().build()
+    straight = [comparable(algo.train()) for _ in range(3)]
+    expected = weights(algo)
+    algo.stop()
+
+    algo = config().build()
+    first = comparable(algo.train())
+    path = algo.save_to_path(str(tmp_path / "ckpt"))
+    algo.stop()
+    resumed = Algorithm.from_checkpoint(path, config=config())
+    try:
+        assert resumed.env_runner_group.last_resume_exact is True
+        assert [first] + [comparable(resumed.train()) for _ in range(2)] == straight
+        assert torch.equal(weights(resumed), expected)
+    finally:
+        resumed.stop()

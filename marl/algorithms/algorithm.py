@@ -36,6 +36,7 @@ class Algorithm:
     config_class: type = AlgorithmConfig
 
     def __init__(self, config: AlgorithmConfig) -> None:
+        from envs.agent_spaces import wrap_env_creator
         from envs.env_runner import infer_module_spaces
         from envs.registry import make_env_creator
         from envs.worker_pool import EnvRunnerGroup
@@ -49,6 +50,9 @@ class Algorithm:
             logging.getLogger(name).setLevel(level)
         self._env_creator = make_env_creator(config.env, config.env_config)
         self.policies, self.policy_mapping_fn = resolve_policies(config)
+        self._env_creator = wrap_env_creator(
+            self._env_creator, config.env_config, self.policy_mapping_fn,
+            pad=config.pad_agent_spaces, add_agent_id=config.add_agent_id)
 
         probe_env = self._env_creator(dict(config.env_config or {}))
         try:
@@ -132,6 +136,12 @@ class Algorithm:
 
     # ------------------------------------------------------------------ access
     @property
+    def env_creator(self) -> Any:
+        """``env_config -> env`` as the env runners build it (with ``pad_agent_spaces`` /
+        ``add_agent_id`` applied), e.g. for evaluating outside the algorithm."""
+        return self._env_creator
+
+    @property
     def learner(self):
         return self.learner_group.learner
 
@@ -161,14 +171,25 @@ class Algorithm:
         if not self.config.overlap_sampling:  # overlapped: the weights ride with the next sample request
             self.env_runner_group.sync_weights(self.learner_group.get_weights())
 
+        env_steps = self._count_sampled(runner_metrics)
+        self._counters["num_env_steps_trained_lifetime"] += env_steps
+        episodes = self._record_episodes(runner_metrics)
+        return self._iteration_result(start, runner_metrics, episodes, learner_results, env_steps,
+                                      sample_time, learn_time)
+
+    def _count_sampled(self, runner_metrics: Dict[str, Any]) -> int:
+        """Add a sample call's steps to the lifetime counters; returns its env steps."""
         env_steps = int(runner_metrics.get("num_env_steps_sampled", 0))
         self._counters["num_env_steps_sampled_lifetime"] += env_steps
         self._counters["num_agent_steps_sampled_lifetime"] += int(runner_metrics.get("num_agent_steps_sampled", 0))
-        self._counters["num_env_steps_trained_lifetime"] += env_steps
-        episodes = self._record_episodes(runner_metrics)
+        return env_steps
+
+    def _iteration_result(self, start: float, runner_metrics: Dict[str, Any], episodes: Optional[Dict[str, Any]],
+                          learner_results: Dict[str, Any], env_steps: int, sample_time: float,
+                          learn_time: float) -> Dict[str, Any]:
+        """The RLlib-style result of an iteration that began at ``start`` (and its evaluation)."""
         elapsed = time.perf_counter() - start
         self._time_total += elapsed
-
         result: Dict[str, Any] = {
             "training_iteration": self.iteration,
             "env_runners": self._env_runner_results(runner_metrics, episodes),

@@ -131,6 +131,8 @@ class AlgorithmConfig:
         self.policies: Optional[Collection[str]] = None
         self.policy_mapping_fn: Optional[Callable] = None
         self.policies_to_train: Optional[Union[Collection[str], Callable]] = None
+        self.add_agent_id = False
+        self.pad_agent_spaces = False
         # rl module
         self.rl_module_spec: Any = None
         self.model_config: Any = None
@@ -256,8 +258,21 @@ class AlgorithmConfig:
         )
 
     def multi_agent(self, **kwargs: Any) -> "AlgorithmConfig":
-        """policies, policy_mapping_fn(agent_id, episode, **kw) -> module id, policies_to_train."""
-        self._set("multi_agent", {"policies", "policy_mapping_fn", "policies_to_train"}, kwargs)
+        """policies, policy_mapping_fn(agent_id, episode, **kw) -> module id, policies_to_train,
+        add_agent_id, pad_agent_spaces (marl's own, both default False).
+
+        ``add_agent_id=True`` appends a one-hot of the agent's index in
+        ``possible_agents`` to its observation (EPyMARL's ``obs_agent_id``), so
+        one shared policy can act differently per agent. ``pad_agent_spaces=True``
+        lets agents with different spaces share a module: 1-D observations are
+        zero-padded to the widest of the agents mapped to that module, Discrete
+        actions widened to the largest with an action mask that the default
+        modules honour (``envs.agent_spaces``). Either changes the policies'
+        observation space, so a deployed policy needs the same wrapper
+        (``algo.env_creator`` builds envs with it).
+        """
+        self._set("multi_agent", {"policies", "policy_mapping_fn", "policies_to_train",
+                                  "add_agent_id", "pad_agent_spaces"}, kwargs)
         if isinstance(self.policies, dict):
             self.policies = set(self.policies)
         return self
@@ -383,6 +398,8 @@ class AlgorithmConfig:
                 "multi_agent(policy_mapping_fn=lambda agent_id, episode, **kw: ...) so every "
                 "agent is mapped to one of them"
             )
+        check_bool("add_agent_id", self.add_agent_id)
+        check_bool("pad_agent_spaces", self.pad_agent_spaces)
         # training
         check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("gamma", self.gamma, low=0.0, high=1.0)

@@ -3,6 +3,7 @@ from marl.models.central_critic import CENTRAL_CRITIC_ID, CentralCriticTorchRLMo
 from marl.models.cnn import build_cnn, default_conv_filters
 from marl.models.default_actor_rl_module import DefaultActorTorchRLModule
 from marl.models.default_bc_rl_module import DefaultBCTorchRLModule
+from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule
 from marl.models.default_model_config import DefaultModelConfig, resolve_default_model_config
 from marl.models.default_ppo_rl_module import DefaultPPOTorchRLModule
 from marl.models.mlp import build_mlp
@@ -20,6 +21,7 @@ __all__ = [
     "DefaultActorTorchRLModule",
     "DefaultPPOTorchRLModule",
     "DefaultBCTorchRLModule",
+    "DefaultDQNTorchRLModule",
     "resolve_default_model_config",
     "build_mlp",
     "build_cnn",

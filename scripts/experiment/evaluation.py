@@ -56,7 +56,6 @@ class EvaluationResult:
 def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], render: bool,
                         gif_path: Optional[Path]) -> EvaluationResult:
     """Run ``episodes`` greedy episodes with the policies in ``checkpoint``."""
-    from envs.registry import make_env_creator
     from marl import Algorithm
 
     algo = Algorithm.from_checkpoint(str(checkpoint))
@@ -64,7 +63,7 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], re
         cfg = algo.config
         env_config = dict(cfg.env_config or {})
         frames: List[np.ndarray] = []
-        base_creator = make_env_creator(cfg.env, env_config)
+        base_creator = algo.env_creator  # as the env runners build it (agent ids, padding)
         if render:
             env_config["render_mode"] = "rgb_array"
 

@@ -1,0 +1,257 @@
+"""DQN (and IQL: DQN with one Q-module per agent or shared): off-policy training from replay.
+
+An iteration, as RLlib's new-stack DQN runs it: repeat rounds until at least
+``min_sample_timesteps_per_iteration`` env steps were sampled; a round
+samples ``rollout_fragment_length`` steps per env of every runner (``"auto"``:
+``train_batch_size_per_learner / (num_envs_per_env_runner * runners)``, so
+one round yields about one train batch), stores them as (n-step) transitions
+in each module's replay buffer and, once ``num_steps_sampled_before_learning_starts``
+env steps were sampled, runs one update of ``train_batch_size_per_learner``
+replayed rows per module. ``training_intensity`` (replayed / sampled steps)
+changes the ratio to several rounds per update or several updates per
+round, as RLlib's ``calculate_rr_weights`` does. Targets are synced when
+``target_network_update_freq`` env steps passed since the last sync, with
+``tau`` (1.0: a copy). Exploration is epsilon-greedy with RLlib's piecewise
+linear ``epsilon`` schedule over sampled env steps.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from marl.algorithms.algorithm import Algorithm
+from marl.algorithms.algorithm_config import (
+    AlgorithmConfig, ConfigError, _bad_value, check_bool, check_choice, check_int, check_number,
+)
+from marl.core.multi_rl_module import MultiRLModuleSpec
+from marl.core.rl_module import RLModuleSpec
+
+logger = logging.getLogger("marl")
+
+#: RLlib 2.60's DQNConfig defaults (new API stack).
+RLLIB_DQN_TRAINING_DEFAULTS = {
+    "lr": 5e-4, "gamma": 0.99, "train_batch_size_per_learner": 32, "grad_clip": 40.0,
+    "grad_clip_by": "global_norm", "epsilon": [[0, 1.0], [10000, 0.05]], "target_network_update_freq": 500,
+    "num_steps_sampled_before_learning_starts": 1000, "store_buffer_in_checkpoints": False, "tau": 1.0,
+    "dueling": True, "double_q": True, "n_step": 1, "training_intensity": None, "td_error_loss_fn": "huber",
+    "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 50000, "alpha": 0.6, "beta": 0.4},
+}
+
+
+def piecewise_linear(schedule: Any, t: float) -> float:
+    """RLlib's ``Scheduler``: a number, or ``[[t0, v0], [t1, v1], ...]`` interpolated, held after the end."""
+    if isinstance(schedule, (int, float)):
+        return float(schedule)
+    points = sorted((float(a), float(b)) for a, b in schedule)
+    if t <= points[0][0]:
+        return points[0][1]
+    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        if t < t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+def round_robin_weights(config: "DQNConfig", rollout_fragment_length: int) -> List[int]:
+    """``[rounds of sampling per update round, updates per round]`` (RLlib's ``calculate_rr_weights``)."""
+    if not config.training_intensity:
+        return [1, 1]
+    native = config.train_batch_size_per_learner / (
+        rollout_fragment_length * config.num_envs_per_env_runner * max(config.num_env_runners + 1, 1))
+    weight = config.training_intensity / native
+    if weight < 1:
+        return [int(np.round(1 / weight)), 1]
+    return [1, int(np.round(weight))]
+
+
+class DQNConfig(AlgorithmConfig):
+    """DQN settings with RLlib's names, meanings and defaults (``RLLIB_DQN_TRAINING_DEFAULTS``)."""
+
+    _algo_training_keys = tuple(k for k in RLLIB_DQN_TRAINING_DEFAULTS if k not in (
+        "lr", "gamma", "train_batch_size_per_learner", "grad_clip", "grad_clip_by"))
+
+    def __init__(self, algo_class: Optional[type] = None) -> None:
+        super().__init__(algo_class=algo_class or DQN)
+        self.min_sample_timesteps_per_iteration = 1000
+        for key, value in RLLIB_DQN_TRAINING_DEFAULTS.items():
+            setattr(self, key, dict(value) if isinstance(value, dict) else value)
+
+    def get_default_learner_class(self) -> type:
+        from learners.dqn_learner import DQNTorchLearner
+
+        return DQNTorchLearner
+
+    def get_default_rl_module_class(self) -> type:
+        from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule
+
+        return DefaultDQNTorchRLModule
+
+    def validate(self) -> None:
+        super().validate()
+        epsilon = self.epsilon
+        if isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
+            check_number("epsilon", epsilon, low=0.0, high=1.0)
+        elif not (isinstance(epsilon, (list, tuple)) and epsilon and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and 0.0 <= float(p[1]) <= 1.0 for p in epsilon)):
+            raise _bad_value("epsilon", epsilon, "a number in [0, 1] or a schedule [[timestep, epsilon], ...]")
+        check_int("target_network_update_freq", self.target_network_update_freq, 0)
+        check_int("num_steps_sampled_before_learning_starts", self.num_steps_sampled_before_learning_starts, 0)
+        check_int("n_step", self.n_step, 1)
+        check_int("min_sample_timesteps_per_iteration", self.min_sample_timesteps_per_iteration, 0)
+        check_number("tau", self.tau, low=0.0, high=1.0, low_open=True)
+        check_number("training_intensity", self.training_intensity, low=0.0, low_open=True,
+                     none="the natural ratio: one update per sampled train batch")
+        for key in ("store_buffer_in_checkpoints", "dueling", "double_q"):
+            check_bool(key, getattr(self, key))
+        check_choice("td_error_loss_fn", self.td_error_loss_fn, ("huber", "mse"))
+        if not isinstance(self.replay_buffer_config, dict):
+            raise _bad_value("replay_buffer_config", self.replay_buffer_config, "a dict")
+        from learners.replay_buffer import make_replay_buffer
+
+        try:
+            make_replay_buffer({**self.replay_buffer_config, "capacity": 1}, seed=0)
+            check_int("replay_buffer_config['capacity']", self.replay_buffer_config.get("capacity", 50000), 1)
+        except ValueError as err:
+            raise ConfigError(f"replay_buffer_config: {err}") from None
+
+    def reporting(self, **kwargs: Any) -> "DQNConfig":
+        """metrics_num_episodes_for_smoothing, min_sample_timesteps_per_iteration (DQN: 1000)."""
+        return self._set("reporting", {"metrics_num_episodes_for_smoothing",
+                                       "min_sample_timesteps_per_iteration"}, kwargs)
+
+
+class DQN(Algorithm):
+    """Off-policy training loop over per-module replay buffers."""
+
+    config_class = DQNConfig
+
+    def __init__(self, config: DQNConfig) -> None:
+        super().__init__(config)
+        self.replay_buffers: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------ modules
+    def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
+        """Hand the default DQN modules their ``dueling`` setting."""
+        from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule, _as_dict
+
+        specs: Dict[str, RLModuleSpec] = dict(spec.rl_module_specs)
+        for mid, sub in specs.items():
+            if isinstance(sub.module_class, type) and issubclass(sub.module_class, DefaultDQNTorchRLModule):
+                sub.model_config = {**_as_dict(sub.model_config), "dueling": self.config.dueling}
+        spec.rl_module_specs = specs
+        return spec
+
+    def _fragment_length(self) -> int:
+        cfg = self.config
+        if cfg.rollout_fragment_length == "auto":
+            per = cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
+            return max(1, int(cfg.train_batch_size_per_learner // per))
+        return int(cfg.rollout_fragment_length)
+
+    # ----------------------------------------------------------- training
+    def _set_epsilon(self) -> None:
+        epsilon = piecewise_linear(self.config.epsilon, self._counters["num_env_steps_sampled_lifetime"])
+        for module in self.learner.module.values():
+            buffer = getattr(module, "epsilon", None)
+            if isinstance(buffer, torch.Tensor):
+                buffer.fill_(epsilon)
+
+    def _buffer_for(self, module_id: str):
+        from learners.replay_buffer import make_replay_buffer
+
+        if module_id not in self.replay_buffers:
+            index = sorted(self.policies).index(module_id) if module_id in self.policies else len(self.replay_buffers)
+            seed = None if self.config.seed is None else int(self.config.seed) * 1000 + 17 + index
+            self.replay_buffers[module_id] = make_replay_buffer(self.config.replay_buffer_config, seed)
+        return self.replay_buffers[module_id]
+
+    def _store(self, samples: Dict[str, Dict[str, Any]]) -> None:
+        from learners.transitions import segment_transitions
+
+        for module_id, batch in samples.items():
+            if len(batch.get("seq_lens", [])):
+                self._buffer_for(module_id).add(segment_transitions(batch, self.config.n_step, self.config.gamma))
+
+    def _update_once(self) -> Dict[str, Any]:
+        from learners.replay_buffer import INDICES
+
+        cfg = self.config
+        learner = self.learner
+        trained = set(learner.module_ids_to_train)
+        batch = {mid: buf.sample(cfg.train_batch_size_per_learner) for mid, buf in self.replay_buffers.items()
+                 if mid in trained and len(buf)}
+        if not batch:
+            return {}
+        indices = {mid: b.pop(INDICES) for mid, b in batch.items()}
+        learner.build()
+        learner.check_module_apis()
+        results = learner.update(batch, minibatch_size=None, num_epochs=1)
+        for mid, idx in indices.items():
+            errors = learner.last_td_errors.get(mid)
+            if errors is not None:
+                self.replay_buffers[mid].update_priorities(idx, errors.cpu().numpy())
+        synced = learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
+        for mid, stats in results.items():
+            if mid in learner.num_target_updates and isinstance(stats, dict):
+                stats["num_target_updates"] = learner.num_target_updates[mid]
+                stats["target_synced_this_update"] = bool(synced.get(mid, False))
+        self._counters["num_env_steps_trained_lifetime"] += sum(len(b["actions"]) for b in batch.values())
+        return results
+
+    def train(self) -> Dict[str, Any]:
+        """One iteration: sampling rounds and replayed updates (see the module docstring)."""
+        from envs.sampling.episode_metrics import merge_metrics
+
+        start = time.perf_counter()
+        self.iteration += 1
+        cfg = self.config
+        fragment = self._fragment_length()
+        per_round = fragment * cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
+        store_rounds, update_rounds = round_robin_weights(cfg, fragment)
+        sampled, sample_time, learn_time = 0, 0.0, 0.0
+        totals: Dict[str, Any] = {"num_env_steps_sampled": 0, "num_agent_steps_sampled": 0, "num_episodes": 0,
+                                  "num_module_steps_sampled": {}}
+        entries: List[Dict[str, Any]] = []
+        learner_results: Dict[str, Any] = {}
+        last_metrics: Dict[str, Any] = {}
+        while True:
+            for _ in range(store_rounds):
+                self._set_epsilon()
+                self.env_runner_group.sync_weights(self.learner_group.get_weights())
+                t0 = time.perf_counter()
+                samples, metrics = self.env_runner_group.sample(per_round)
+                sample_time += time.perf_counter() - t0
+                self._store(samples)
+                sampled += self._count_sampled(metrics)
+                _accumulate(totals, metrics)
+                entry = self._record_episodes(metrics)
+                if entry is not None:
+                    entries.append(entry)
+                last_metrics = metrics
+            if self._counters["num_env_steps_sampled_lifetime"] >= cfg.num_steps_sampled_before_learning_starts:
+                t0 = time.perf_counter()
+                for _ in range(update_rounds):
+                    learner_results = self._update_once() or learner_results
+                learn_time += time.perf_counter() - t0
+            if sampled >= cfg.min_sample_timesteps_per_iteration:
+                break
+        self.env_runner_group.sync_weights(self.learner_group.get_weights())
+        runner_metrics = {**{k: v for k, v in last_metrics.items() if not k.startswith("episode_")
+                             and k not in totals}, **totals}
+        episodes = merge_metrics(entries) if entries else None
+        result = self._iteration_result(start, runner_metrics, episodes, learner_results, sampled,
+                                        sample_time, learn_time)
+        result["replay_buffers"] = {mid: {"size": len(buf), "num_added": buf.num_added}
+                                    for mid, buf in self.replay_buffers.items()}
+        result["epsilon"] = piecewise_linear(cfg.epsilon, self._counters["num_env_steps_sampled_lifetime"])
+        return result
+
+
+def _accumulate(totals: Dict[str, Any], metrics: Dict[str, Any]) -> None:
+    for key in ("num_env_steps_sampled", "num_agent_steps_sampled", "num_episodes"):
+        totals[key] += int(metrics.get(key, 0))
+    for mid, n in metrics.get("num_module_steps_sampled", {}).items():
+        totals["num_module_steps_sampled"][mid] = totals["num_module_steps_sampled"].get(mid, 0) + int(n)
