@@ -127,6 +127,26 @@ class Algorithm:
         """Extra ``MultiAgentEnvRunner`` settings the algorithm's learner relies on."""
         return {}
 
+    # Algorithm-specific checkpoint parts (DQN's replay buffers): written into the
+    # staging directory (covered by its checksums), read and checked before a
+    # restore changes anything, applied last, undone with the rest on failure.
+    def _save_extra_checkpoint(self, directory: Any) -> None:
+        """Write the algorithm's own checkpoint files under ``directory``."""
+
+    def _read_extra_checkpoint(self, directory: Any, verified: Any) -> Any:
+        """Read and check them (raising ``CheckpointError``); None: nothing to apply."""
+        return None
+
+    def _apply_extra_checkpoint(self, payload: Any) -> None:
+        """Apply what ``_read_extra_checkpoint`` returned."""
+
+    def _extra_checkpoint_snapshot(self) -> Any:
+        """What ``_apply_extra_checkpoint`` would replace (for undoing a failed restore)."""
+        return None
+
+    def _restore_extra_snapshot(self, snapshot: Any) -> None:
+        """Put back a ``_extra_checkpoint_snapshot``."""
+
     def _fragment_length(self) -> int:
         cfg = self.config
         if cfg.rollout_fragment_length == "auto":

@@ -263,6 +263,7 @@ def save_algorithm(algo: Any, path: Optional[str]) -> str:
         runner_dir.mkdir()
         save_env_runners(algo.env_runner_group, runner_dir)
         save_learner(algo.learner, staging / LEARNER_DIR)
+        algo._save_extra_checkpoint(staging)
         io.write_metadata(staging, {"kind": "algorithm", "class": io.class_path(type(algo))})
     return str(path)
 
@@ -280,6 +281,7 @@ class _Restore:
     algorithm_state: Optional[Dict[str, Any]] = None
     rng: Optional[Dict[str, Any]] = None
     env_runners: Any = None
+    extra: Any = None  # algorithm-specific parts (e.g. DQN's replay buffers)
     notes: List[str] = field(default_factory=list)
 
 
@@ -331,6 +333,7 @@ def read_restore(algo: Any, path: Path, component: Optional[str],
             algorithm_state=_check_algorithm_state(io.read_json(state_path), state_path),
             rng=_parse_rng_state(io.read_json(rng_path), rng_path),
             env_runners=_read_env_runner_dir(root / "env_runner", verified),
+            extra=algo._read_extra_checkpoint(root, verified),
         )
     parts = component.strip("/").split("/")
     if len(parts) == 4 and parts[:3] == ["learner_group", "learner", "rl_module"]:
@@ -358,8 +361,11 @@ def _snapshot(algo: Any, plan: _Restore) -> Callable[[], None]:
     algo_state = copy.deepcopy(algo.get_state())
     rng = _global_rng()
     runners = algo.env_runner_group.get_state() if plan.env_runners is not None else None
+    extra = algo._extra_checkpoint_snapshot() if plan.extra is not None else None
 
     def rollback() -> None:
+        if extra is not None:
+            algo._restore_extra_snapshot(extra)
         learner.restore_training_state(training_state)
         algo.set_state(algo_state)
         np.random.set_state(rng["numpy"])
@@ -386,6 +392,8 @@ def apply_restore(algo: Any, plan: _Restore) -> None:
             algo.set_state(plan.algorithm_state)
         if plan.rng is not None:
             _set_rng_state(plan.rng)
+        if plan.extra is not None:
+            algo._apply_extra_checkpoint(plan.extra)
         algo.sync_weights_to_env_runners()
     except BaseException:
         try:

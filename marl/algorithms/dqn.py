@@ -151,6 +151,55 @@ class DQN(Algorithm):
             return max(1, int(cfg.train_batch_size_per_learner // per))
         return int(cfg.rollout_fragment_length)
 
+    # -------------------------------------------------------- checkpoints
+    REPLAY_DIR = "replay_buffer"
+
+    def _save_extra_checkpoint(self, directory: Any) -> None:
+        """``replay_buffer/<module_id>/{state.json, data.safetensors}`` when
+        ``store_buffer_in_checkpoints`` (off by default, as in RLlib: buffers are large)."""
+        if not self.config.store_buffer_in_checkpoints:
+            return
+        from marl.core import checkpoint_io as io
+
+        root = directory / self.REPLAY_DIR
+        root.mkdir()
+        for module_id, buffer in sorted(self.replay_buffers.items()):
+            sub = root / module_id
+            sub.mkdir()
+            json_state, arrays = buffer.get_state()
+            io.write_json(sub / "state.json", json_state)
+            io.save_tensors(sub / "data.safetensors",
+                            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+    def _read_extra_checkpoint(self, directory: Any, verified: Any) -> Any:
+        from learners.replay_buffer import make_replay_buffer
+        from marl.core import checkpoint_io as io
+
+        root = directory / self.REPLAY_DIR
+        if not root.is_dir():
+            return None  # no buffers stored: training refills them
+        buffers = {}
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            state_path = verified.require(sub / "state.json")
+            arrays = {k: v.numpy() for k, v in io.load_tensors(verified.require(sub / "data.safetensors")).items()}
+            buffer = make_replay_buffer(self.config.replay_buffer_config, seed=0)
+            try:
+                buffer.set_state(io.read_json(state_path), arrays)
+            except (KeyError, ValueError, TypeError, IndexError) as err:
+                raise io.CheckpointError(f"checkpoint directory {str(sub)!r}: not a replay buffer of this "
+                                         f"config: {type(err).__name__}: {err}") from None
+            buffers[sub.name] = buffer
+        return buffers
+
+    def _apply_extra_checkpoint(self, payload: Any) -> None:
+        self.replay_buffers = dict(payload)
+
+    def _extra_checkpoint_snapshot(self) -> Any:
+        return dict(self.replay_buffers)
+
+    def _restore_extra_snapshot(self, snapshot: Any) -> None:
+        self.replay_buffers = dict(snapshot)
+
     # ----------------------------------------------------------- training
     def _set_epsilon(self) -> None:
         epsilon = piecewise_linear(self.config.epsilon, self._counters["num_env_steps_sampled_lifetime"])

@@ -1,0 +1,288 @@
+"""DQN / IQL: transitions, TD targets, target syncs, masks, replay, checkpoints."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs import MultiAgentCartPole
+from learners.dqn_learner import td_targets, update_target_network
+from learners.replay_buffer import INDICES, WEIGHTS, PrioritizedReplayBuffer, ReplayBuffer
+from learners.transitions import N_STEP, segment_transitions
+from marl import Algorithm, DefaultDQNTorchRLModule, DefaultModelConfig, DQNConfig, QNetAPI, TargetNetworkAPI
+from marl.algorithms.algorithm_config import ConfigError
+from marl.algorithms.dqn import piecewise_linear, round_robin_weights
+from marl.core.columns import BOOTSTRAP_OBS, Columns
+from marl.models.default_dqn_rl_module import QF_PREDS
+
+GAMMA = 0.9
+
+
+def segments_batch():
+    """Three segments: terminated (3 steps), truncated (2 steps), cut by the sample call (2 steps)."""
+    obs = np.arange(7, dtype=np.float32)[:, None] * 10  # row i observes [10 i]
+    return {
+        Columns.OBS: obs,
+        Columns.ACTIONS: np.array([0, 1, 0, 1, 1, 0, 1]),
+        Columns.REWARDS: np.array([1, 2, 3, 4, 5, 6, 7], np.float32),
+        Columns.TERMINATEDS: np.array([0, 0, 1, 0, 0, 0, 0], bool),
+        Columns.TRUNCATEDS: np.array([0, 0, 0, 0, 1, 0, 0], bool),
+        Columns.SEQ_LENS: np.array([3, 2, 2]),
+        BOOTSTRAP_OBS: np.array([[-1.0], [-2.0], [-3.0]], np.float32),  # zeros / final obs / next obs
+    }
+
+
+def test_one_step_transitions_bootstrap_on_truncation_and_cuts_but_not_on_termination():
+    t = segment_transitions(segments_batch(), n_step=1, gamma=GAMMA)
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS][:, 0], [10, 20, -1, 40, -2, 60, -3])
+    np.testing.assert_array_equal(t[Columns.TERMINATEDS], [0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(t[Columns.REWARDS], [1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(t[N_STEP], np.ones(7))
+
+
+def test_n_step_transitions_match_a_hand_computation():
+    t = segment_transitions(segments_batch(), n_step=3, gamma=GAMMA)
+    g = GAMMA
+    np.testing.assert_allclose(t[Columns.REWARDS], [
+        1 + g * 2 + g * g * 3, 2 + g * 3, 3,      # terminated segment: windows stop at its end
+        4 + g * 5, 5,                            # truncated
+        6 + g * 7, 7,                            # cut by the call
+    ], rtol=1e-6)
+    np.testing.assert_array_equal(t[N_STEP], [3, 2, 1, 2, 1, 2, 1])
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS][:, 0], [-1, -1, -1, -2, -2, -3, -3])
+    # Only windows that reach the terminal step are terminal.
+    np.testing.assert_array_equal(t[Columns.TERMINATEDS], [1, 1, 1, 0, 0, 0, 0])
+
+
+def test_a_window_inside_a_segment_reads_the_observation_n_steps_later():
+    batch = segments_batch()
+    batch[Columns.SEQ_LENS] = np.array([7])
+    batch[Columns.TERMINATEDS][:] = False
+    batch[BOOTSTRAP_OBS] = np.array([[-9.0]], np.float32)
+    t = segment_transitions(batch, n_step=2, gamma=GAMMA)
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS][:, 0], [20, 30, 40, 50, 60, -9, -9])
+    np.testing.assert_allclose(t[Columns.REWARDS][0], 1 + GAMMA * 2)
+
+
+def test_nested_observations_with_action_masks_are_carried_to_next_obs():
+    batch = segments_batch()
+    masks = np.eye(7, 3, dtype=np.int8)
+    batch[Columns.OBS] = {"observation": batch[Columns.OBS], "action_mask": masks}
+    batch[BOOTSTRAP_OBS] = {"observation": batch[BOOTSTRAP_OBS], "action_mask": np.ones((3, 3), np.int8)}
+    t = segment_transitions(batch, n_step=1, gamma=GAMMA)
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS]["action_mask"][0], masks[1])
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS]["action_mask"][2], [1, 1, 1])
+
+
+def test_td_targets_double_q_masks_and_terminals_by_hand():
+    q_target_next = torch.tensor([[1.0, 5.0, 3.0], [2.0, 0.0, 9.0], [4.0, 4.0, 4.0]])
+    q_online_next = torch.tensor([[9.0, 0.0, 1.0], [0.0, 1.0, 8.0], [1.0, 2.0, 3.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]])
+    common = dict(rewards=torch.tensor([1.0, 1.0, 1.0]), terminateds=torch.tensor([False, False, True]),
+                  n_step=torch.tensor([1, 2, 1]), gamma=GAMMA, q_target_next=q_target_next,
+                  q_online_next=q_online_next, next_mask=mask)
+    double = td_targets(double_q=True, **common)
+    # Row 0: online argmax is action 0 -> target Q 1.0; row 1: action 2 is masked, online argmax of
+    # the rest is action 1 -> target Q 0.0, discounted by gamma^2; row 2: terminal, no bootstrap.
+    torch.testing.assert_close(double, torch.tensor([1 + GAMMA * 1.0, 1 + GAMMA ** 2 * 0.0, 1.0]))
+    single = td_targets(double_q=False, **common)
+    # Without double Q: the target net's own max over allowed actions (5.0; 2.0, not the masked 9.0).
+    torch.testing.assert_close(single, torch.tensor([1 + GAMMA * 5.0, 1 + GAMMA ** 2 * 2.0, 1.0]))
+
+
+def test_polyak_and_hard_target_updates_move_by_exactly_tau():
+    main, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in target.parameters()]
+    update_target_network(main, target, tau=0.25)
+    for t, b, m in zip(target.parameters(), before, main.parameters()):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * m)
+    update_target_network(main, target, tau=1.0)
+    for t, m in zip(target.parameters(), main.parameters()):
+        assert torch.equal(t, m)
+
+
+def small_config(**training) -> DQNConfig:
+    return (DQNConfig().environment("CartPole-v1")
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
+            .training(num_steps_sampled_before_learning_starts=64, **training)
+            .reporting(min_sample_timesteps_per_iteration=128)
+            .debugging(seed=2))
+
+
+def test_targets_sync_every_target_network_update_freq_env_steps():
+    algo = small_config(target_network_update_freq=256, tau=1.0).build()
+    try:
+        module = algo.get_module()
+        syncs, steps = [], []
+        for _ in range(6):
+            algo.train()
+            syncs.append(algo.learner.num_target_updates["default_policy"])
+            steps.append(algo.learner.last_target_update["default_policy"])
+        lifetime = algo._counters["num_env_steps_sampled_lifetime"]
+        assert syncs[-1] == lifetime // 256 or syncs[-1] == lifetime // 256 - 0  # one sync per 256 steps
+        assert all(b - a in (0, 256) or b - a >= 256 for a, b in zip(steps, steps[1:]))
+        # Right after a sync the target equals the online net.
+        algo.learner.update_target_networks(lifetime + 256)
+        for main, target in module.get_target_network_pairs():
+            for m, t in zip(main.parameters(), target.parameters()):
+                assert torch.equal(m, t)
+        assert not any(p.requires_grad for p in module.target_qf.parameters())
+        optimized = {id(p) for opt in algo.learner.optimizers.values() for g in opt.param_groups for p in g["params"]}
+        assert not optimized & {id(p) for p in module.target_qf.parameters()}
+    finally:
+        algo.stop()
+
+
+def test_polyak_tau_blends_each_period():
+    algo = small_config(target_network_update_freq=0, tau=0.5).build()
+    try:
+        algo.train()  # warm the buffer and the nets
+        module = algo.get_module()
+        before = [p.detach().clone() for p in module.target_qf.parameters()]
+        algo.learner.update_target_networks(10 ** 9)
+        for t, b, m in zip(module.target_qf.parameters(), before, module.qf.parameters()):
+            torch.testing.assert_close(t, 0.5 * b + 0.5 * m)
+    finally:
+        algo.stop()
+
+
+def masked_module() -> DefaultDQNTorchRLModule:
+    space = gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (3,), np.float32),
+                             "action_mask": gym.spaces.Box(0, 1, (4,), np.int8)})
+    return DefaultDQNTorchRLModule(observation_space=space, action_space=gym.spaces.Discrete(4),
+                                   model_config={"fcnet_hiddens": [8]})
+
+
+def test_masked_actions_are_never_explored_nor_chosen_greedily():
+    module = masked_module()
+    obs = {"observation": torch.randn(500, 3), "action_mask": torch.tensor([[0, 1, 0, 1]] * 500, dtype=torch.int8)}
+    from marl.distributions import TorchCategorical
+
+    for eps in (1.0, 0.3, 0.0):
+        module.epsilon.fill_(eps)
+        logits = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        actions = TorchCategorical.from_logits(logits).sample()
+        assert set(actions.tolist()) <= {1, 3}
+    greedy = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].argmax(-1)
+    assert set(greedy.tolist()) <= {1, 3}
+    module.epsilon.fill_(1.0)
+    probs = torch.softmax(module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS], -1)
+    torch.testing.assert_close(probs[0], torch.tensor([0.0, 0.5, 0.0, 0.5]))
+
+
+def test_dueling_q_is_value_plus_centred_advantages():
+    module = masked_module()
+    x = torch.randn(5, 3)
+    features = module.encoder(x)
+    a, v = module.qf.advantages(features), module.qf.value(features)
+    q = module.compute_q_values({Columns.OBS: {"observation": x, "action_mask": torch.ones(5, 4)}})[QF_PREDS]
+    torch.testing.assert_close(q, v + a - a.mean(-1, keepdim=True))
+
+
+def test_epsilon_schedule_and_round_robin_weights_follow_rllib():
+    schedule = [[0, 1.0], [10000, 0.05]]
+    assert piecewise_linear(schedule, 0) == 1.0
+    assert piecewise_linear(schedule, 5000) == pytest.approx(0.525)
+    assert piecewise_linear(schedule, 10 ** 6) == 0.05
+    cfg = DQNConfig()
+    assert round_robin_weights(cfg, 32) == [1, 1]
+    cfg.training_intensity = 4
+    assert round_robin_weights(cfg, 32) == [1, 4]  # native ratio 32 / (32 * 1 * 1) = 1
+    cfg.training_intensity = 0.25
+    assert round_robin_weights(cfg, 32) == [4, 1]
+
+
+def test_required_apis_and_rllib_defaults():
+    assert DQNConfig().get_default_learner_class().rl_module_required_apis() == [QNetAPI, TargetNetworkAPI]
+    cfg = DQNConfig()
+    assert (cfg.lr, cfg.train_batch_size_per_learner, cfg.target_network_update_freq, cfg.n_step) == (5e-4, 32, 500, 1)
+    assert cfg.double_q and cfg.dueling and cfg.replay_buffer_config["type"] == "PrioritizedEpisodeReplayBuffer"
+    assert cfg.min_sample_timesteps_per_iteration == 1000
+
+
+def test_uniform_buffer_overwrites_the_oldest_rows_and_round_trips():
+    buf = ReplayBuffer(4, seed=0)
+    buf.add({"x": np.arange(3.0), "o": {"a": np.arange(3)}})
+    buf.add({"x": np.arange(3.0, 6.0), "o": {"a": np.arange(3, 6)}})
+    assert len(buf) == 4 and buf.num_added == 6
+    assert sorted(buf.columns["x"].tolist()) == [2.0, 3.0, 4.0, 5.0]
+    sample = buf.sample(50)
+    assert set(sample["x"].tolist()) <= {2.0, 3.0, 4.0, 5.0} and (sample[WEIGHTS] == 1).all()
+    np.testing.assert_array_equal(sample["o"]["a"], sample["x"].astype(int))
+    json_state, arrays = buf.get_state()
+    copy = ReplayBuffer(4, seed=123)
+    copy.set_state(json_state, arrays)
+    np.testing.assert_array_equal(copy.sample(20)["x"], buf.sample(20)["x"])
+
+
+def test_prioritized_sampling_is_proportional_with_the_right_weights():
+    buf = PrioritizedReplayBuffer(4, seed=0, alpha=1.0, beta=1.0)
+    buf.add({"x": np.arange(4.0)})
+    buf.update_priorities(np.arange(4), np.array([1.0, 1.0, 2.0, 4.0]))
+    sample = buf.sample(40_000)
+    freq = np.bincount(sample[INDICES], minlength=4) / 40_000
+    np.testing.assert_allclose(freq, np.array([1, 1, 2, 4]) / 8, atol=0.01)
+    # w_i = (N P(i))^-beta / max_j (N P(j))^-beta: the rarest rows weigh 1.
+    weights = {int(i): w for i, w in zip(sample[INDICES], sample[WEIGHTS])}
+    assert weights[0] == pytest.approx(1.0, rel=1e-4) and weights[3] == pytest.approx(0.25, rel=1e-3)
+    buf.add({"x": np.array([9.0])})  # new rows get the largest priority
+    assert buf.priorities[0] == pytest.approx(4.0 + PrioritizedReplayBuffer.EPSILON)
+
+
+def test_iql_trains_one_buffer_and_one_q_module_per_policy():
+    algo = (DQNConfig().environment(MultiAgentCartPole, env_config={"num_agents": 2})
+            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda aid, ep, **kw: f"p{aid}")
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
+            .training(num_steps_sampled_before_learning_starts=64)
+            .reporting(min_sample_timesteps_per_iteration=128).debugging(seed=0)).build()
+    try:
+        result = algo.train()
+        assert sorted(algo.replay_buffers) == ["p0", "p1"]
+        assert {"p0", "p1"} <= set(result["learners"])
+        assert sorted(algo.learner.optimizers) == ["p0/default_optimizer", "p1/default_optimizer"]
+    finally:
+        algo.stop()
+
+
+def test_bad_dqn_settings_are_named():
+    for key, value in (("epsilon", [[0, 1.5]]), ("n_step", 0), ("tau", 0.0), ("td_error_loss_fn", "l1"),
+                       ("replay_buffer_config", {"type": "ring"})):
+        with pytest.raises(ConfigError, match=key if key != "replay_buffer_config" else "ring"):
+            small_config(**{key: value}).build()
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_checkpoint_restores_q_targets_and_optionally_the_replay_buffer(store, tmp_path):
+    def config():
+        return small_config(store_buffer_in_checkpoints=store, target_network_update_freq=100)
+
+    algo = config().build()
+    straight = [algo.train() for _ in range(3)]
+    expected_weights = {k: v.clone() for k, v in algo.learner.module.state_dict().items()}
+    algo.stop()
+
+    algo = config().build()
+    algo.train()
+    path = algo.save_to_path(str(tmp_path / "ckpt"))
+    saved = {k: v.clone() for k, v in algo.learner.module.state_dict().items()}
+    size = len(algo.replay_buffers["default_policy"])
+    algo.stop()
+    assert (tmp_path / "ckpt" / "replay_buffer").is_dir() == store
+
+    resumed = Algorithm.from_checkpoint(path, config=config())
+    try:
+        state = resumed.learner.module.state_dict()
+        for key, value in saved.items():  # online, target and epsilon, exactly
+            assert torch.equal(state[key], value), key
+        assert resumed.learner.num_target_updates["default_policy"] >= 1
+        assert len(resumed.replay_buffers.get("default_policy", [])) == (size if store else 0)
+        if store:  # with the buffers the run continues exactly as if never stopped
+            rest = [resumed.train() for _ in range(2)]
+            assert [r["learners"]["default_policy"]["qf_loss"] for r in rest] == \
+                [r["learners"]["default_policy"]["qf_loss"] for r in straight[1:]]
+            final = resumed.learner.module.state_dict()
+            for key, value in expected_weights.items():
+                assert torch.equal(final[key], value), key
+    finally:
+        resumed.stop()
