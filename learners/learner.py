@@ -252,6 +252,11 @@ class TorchLearner(Learner):
         for key, value in values.items():
             self._metrics[module_id][key].append(value)
 
+    def batch_keys_to_train(self) -> List[str]:
+        """The keys of ``update()``'s batch that are trained on: the trained policy
+        modules' ids (a joint learner, e.g. QMIX, trains on one joint batch)."""
+        return self.module_ids_to_train
+
     def compute_losses(
         self, *, fwd_out: Dict[ModuleID, Any], batch: Dict[ModuleID, Any]
     ) -> Dict[ModuleID, torch.Tensor]:
@@ -276,7 +281,8 @@ class TorchLearner(Learner):
         optimizer states per call.
         """
         self.build()
-        batch = {mid: to_tensor(b) for mid, b in batch.items() if mid in set(self.module_ids_to_train)}
+        keys = set(self.batch_keys_to_train())
+        batch = {mid: to_tensor(b) for mid, b in batch.items() if mid in keys}
         self._metrics.clear()
         sizes = {}
         for mid, b in batch.items():

@@ -6,7 +6,7 @@ well inside its budget; the budgets are the issue's acceptance numbers.
 import numpy as np
 import pytest
 
-from envs import make_env
+from envs import MultiAgentCartPole, make_env
 from marl import DefaultModelConfig, PPOConfig, VPGConfig
 from marl.models import shared_encoder_module_spec
 from tests.test_guide_algorithms import shared_encoder_config
@@ -133,3 +133,52 @@ def test_mappo_speaker_listener_beats_ippos_best_within_100k_steps():
     ippo_best = -41.1
     result = train_until(algo, smoothed_return_at_least(ippo_best), 100_000)
     assert result["env_runners"]["smoothed_episode_return_mean"] >= ippo_best
+
+
+# --------------------------------------------------------------- value-based
+#: The tuned DQN settings of the value-based tests (RLlib's own CartPole example
+#: uses n_step and epsilon to 0.02 as well): 3-step returns, 4 replayed rows per
+#: sampled step (training_intensity), a [256] encoder and [256] Q heads.
+TUNED_DQN = {"epsilon": [[0, 1.0], [10000, 0.02]], "n_step": 3, "training_intensity": 4}
+DQN_MODEL = DefaultModelConfig(fcnet_hiddens=[256], head_fcnet_hiddens=[256])
+
+
+def test_dqn_learns_cartpole_450_within_100k_steps():
+    from marl import DQNConfig
+
+    algo = (DQNConfig().environment("CartPole-v1").rl_module(model_config=DQN_MODEL)
+            .training(**TUNED_DQN).debugging(seed=0)).build()
+    result = train_until(algo, lambda r: r["env_runners"].get("episode_return_mean", 0) >= 450, 100_000)
+    assert result["env_runners"]["episode_return_mean"] >= 450
+
+
+def test_iql_learns_multi_agent_cartpole_400_per_policy():
+    from marl import DQNConfig
+
+    algo = (DQNConfig().environment(MultiAgentCartPole, env_config={"num_agents": 2})
+            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda aid, ep, **kw: f"p{aid}")
+            .rl_module(model_config=DQN_MODEL).training(**TUNED_DQN).debugging(seed=0)).build()
+
+    def both_at_400(result):
+        returns = result["env_runners"].get("module_episode_returns_mean", {})
+        return bool(returns) and min(returns.get("p0", 0), returns.get("p1", 0)) >= 400
+
+    result = train_until(algo, both_at_400, 150_000)
+    assert both_at_400(result), result["env_runners"].get("module_episode_returns_mean")
+
+
+@pytest.mark.parametrize("mixer", ["vdn", "qmix"])
+def test_value_decomposition_closes_30_percent_of_the_gap_on_simple_spread(mixer):
+    from marl import QMIXConfig
+    from scripts.experiment.presets import SIMPLE_SPREAD_VALUE_BASED
+
+    random_return = random_policy_return()
+    target = random_return + 0.3 * (SIMPLE_SPREAD_REFERENCE_BEST - random_return)
+    algo = (QMIXConfig().environment("mpe2.simple_spread_v3", env_config=SPREAD_CONFIG)
+            .env_runners(num_envs_per_env_runner=8)
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
+            .training(mixer=mixer, **SIMPLE_SPREAD_VALUE_BASED, **VALUE_DECOMPOSITION_EXTRA[mixer])
+            .debugging(seed=0)).build()
+    assert algo.get_module(None).non_policy_module_ids == ["mixer"]
+    result = train_until(algo, smoothed_return_at_least(target), 150_000)
+    assert result["env_runners"]["smoothed_episode_return_mean"] >= target, (random_return, target)

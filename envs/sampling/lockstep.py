@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from marl.core.action_sampling import actions_from_outputs
-from marl.core.columns import AGENT_INDEX, GLOBAL_OBS, Columns
+from marl.core.columns import AGENT_INDEX, ENV_EPISODE_ID, ENV_T, GLOBAL_OBS, Columns
 from marl.core.constants import SHARED_ENCODER_ID
 from marl.core.nested import take_rows, to_numpy
 
@@ -281,6 +281,9 @@ class LockstepLoop:
             if g.global_obs is not None:
                 blocks[GLOBAL_OBS] = g.global_obs
                 blocks[AGENT_INDEX] = g.slot_idx.astype(np.int64)
+                envs = self._envs
+                blocks[ENV_EPISODE_ID] = np.fromiter((envs[e].episode.id_ for e in g.envs), np.int64, len(g.envs))
+                blocks[ENV_T] = np.fromiter((envs[e].ep_len for e in g.envs), np.int64, len(g.envs))
             n = len(g.agents)
             r0 = info.buffer.append(n, g.eps, blocks)
             env_acts = info.adapter.to_env(actions)

@@ -4,7 +4,8 @@ from marl.algorithms.algorithm_config import AlgorithmConfig, ConfigError
 from marl.algorithms.dqn import DQN, DQNConfig
 from marl.algorithms.mappo import MAPPO, MAPPOConfig
 from marl.algorithms.ppo import PPO, PPOConfig
+from marl.algorithms.qmix import QMIX, QMIXConfig
 from marl.algorithms.vpg import VPG, VPGConfig
 
-__all__ = ["Algorithm", "AlgorithmConfig", "ConfigError", "DQN", "DQNConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "VPG",
+__all__ = ["Algorithm", "AlgorithmConfig", "ConfigError", "DQN", "DQNConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "QMIX", "QMIXConfig", "VPG",
            "VPGConfig"]

@@ -176,8 +176,10 @@ class DQN(Algorithm):
         from marl.core import checkpoint_io as io
 
         root = directory / self.REPLAY_DIR
-        if not root.is_dir():
-            return None  # no buffers stored: training refills them
+        if not root.is_dir():  # no buffers stored: training refills them
+            logger.warning("this checkpoint holds no replay buffers (store_buffer_in_checkpoints=False): "
+                           "training continues from empty buffers, so it is not an exact resume")
+            return None
         buffers = {}
         for sub in sorted(p for p in root.iterdir() if p.is_dir()):
             state_path = verified.require(sub / "state.json")

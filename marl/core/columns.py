@@ -59,6 +59,10 @@ BOOTSTRAP_STATE_IN = "bootstrap_state_in"
 GLOBAL_OBS = "global_obs"
 #: Per step, with ``GLOBAL_OBS``: the acting agent's index in ``possible_agents``.
 AGENT_INDEX = "agent_index"
+#: Per step, with ``GLOBAL_OBS``: which env episode and which step of it the row
+#: belongs to, so rows of all agents at one env step can be joined (VDN/QMIX).
+ENV_EPISODE_ID = "env_episode_id"
+ENV_T = "env_t"
 #: Per segment, the global input after the segment's last step.
 BOOTSTRAP_GLOBAL_OBS = "bootstrap_global_obs"
 #: Columns that describe segments rather than steps.

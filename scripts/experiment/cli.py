@@ -35,7 +35,10 @@ import yaml
 
 from scripts.experiment import presets
 
-ALGOS = ("ppo", "mappo", "vpg")
+ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix")
+#: Value-based algorithms: their modules are Q-networks, so no shared-encoder setup; the
+#: default setup when none is given (IQL: independent learners, one Q-network per agent).
+VALUE_BASED_SETUPS = {"dqn": "shared", "iql": "per-agent", "vdn": "shared", "qmix": "shared"}
 POLICY_SETUPS = ("shared", "per-agent", "shared-encoder")
 WANDB_MODES = ("online", "offline", "disabled")
 STOP_KEYS = ("stop_iters", "stop_timesteps", "stop_return", "stop_time")
@@ -221,9 +224,12 @@ def _hyperparameter_keys(algo: str) -> List[str]:
 
 
 def make_algorithm_config(algo: str) -> Any:
-    from marl import MAPPOConfig, PPOConfig, VPGConfig
+    from marl import DQNConfig, MAPPOConfig, PPOConfig, QMIXConfig, VPGConfig
 
-    return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig}[algo]()
+    if algo in ("vdn", "qmix"):
+        return QMIXConfig().training(mixer=algo)
+
+    return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig, "dqn": DQNConfig, "iql": DQNConfig}[algo]()
 
 
 def _epilog() -> str:
@@ -289,7 +295,7 @@ def build_parser(with_epilog: bool = True) -> _Parser:
     exp.add_argument("--policy-setup", choices=POLICY_SETUPS,
                      help="shared: one module for all agents; per-agent: one module per agent (ids = str(agent_id)); "
                           "shared-encoder: one encoder, one policy/value head per agent "
-                          f"(default: {d['policy_setup']})")
+                          f"(default: {d['policy_setup']}; for dqn, vdn, qmix: shared; iql: per-agent)")
     exp.add_argument("--policy-mapping-fn", metavar="MODULE:FUNCTION", type=import_path,
                      help="import path of policy_mapping_fn(agent_id, episode, **kw) -> module id; overrides the "
                           "setup's mapping, and the module ids are what it returns for the env's agents")
@@ -596,6 +602,12 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
             check_model_config(values["model_config"])
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"argument --model_config: {e}") from None
+    if algo in VALUE_BASED_SETUPS:
+        if "policy_setup" not in given:
+            values["policy_setup"] = VALUE_BASED_SETUPS[algo]
+        elif values["policy_setup"] == "shared-encoder":
+            raise UsageError(f"argument --policy-setup: shared-encoder builds policy/value heads, but --algo {algo} "
+                             "trains Q-networks; use --policy-setup shared or per-agent")
     if values["resume"] is not None and values["eval"] is not None:
         raise UsageError("argument --eval: not allowed with --resume (evaluate the run's checkpoint instead)")
     return RunSpec(**values, hyperparameters=hyperparameters, config=config_file)

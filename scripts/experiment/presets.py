@@ -52,6 +52,14 @@ SIMPLE_SPREAD_PPO: Dict[str, Any] = {
     "vf_clip_param": 10_000.0,
 }
 
+#: Value-based algorithms on simple_spread (measured: README "Value-based MARL"):
+#: 256 replayed transitions per update, 4 replayed per sampled step.
+SIMPLE_SPREAD_VALUE_BASED: Dict[str, Any] = {
+    "train_batch_size_per_learner": 256,
+    "training_intensity": 4,
+    "lr": 5e-4,
+}
+
 PRESETS: Dict[str, EnvPreset] = {
     DEFAULT_ENV: EnvPreset(
         env_config={"N": 3, "max_cycles": 25, "continuous_actions": False},
@@ -59,6 +67,7 @@ PRESETS: Dict[str, EnvPreset] = {
         hyperparameters={
             "ppo": dict(SIMPLE_SPREAD_PPO),
             "mappo": dict(SIMPLE_SPREAD_PPO),
+            **{algo: dict(SIMPLE_SPREAD_VALUE_BASED) for algo in ("dqn", "iql", "vdn", "qmix")},
             "vpg": {
                 "lr": 1e-3,
                 "gamma": 0.95,

@@ -1,0 +1,86 @@
+"""Joint transitions for value decomposition: every agent of one env step in one row.
+
+VDN and QMIX learn from the team reward at each env step, so their replay
+rows hold all agents together: each agent's observation, action and next
+observation, the global state before and after, the team reward (the sum of
+the agents' rewards) and whether the team's episode terminated. The env
+runners record per row which env episode and step it belongs to
+(``ENV_EPISODE_ID``, ``ENV_T``) and the agent's index (``AGENT_INDEX``);
+rows of all agents are joined on (episode, step). Each agent's n-step window
+comes from ``segment_transitions``; the team's n-step reward is the sum of
+the agents' (the windows coincide when agents act at every step, which is
+what value decomposition assumes). An env step at which some agent did not
+act is dropped, and counted.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from marl.core.columns import (
+    AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS, BOOTSTRAP_OBS, ENV_EPISODE_ID, ENV_T, GLOBAL_OBS, Columns,
+)
+from marl.core.nested import take_rows
+
+from learners.transitions import N_STEP, segment_transitions
+
+STATE = "state"
+NEXT_STATE = "new_state"
+_KEY = np.dtype([("episode", np.int64), ("t", np.int64)])
+
+
+def _keys(batch: Dict[str, Any]) -> np.ndarray:
+    keys = np.empty(len(batch[ENV_T]), _KEY)
+    keys["episode"], keys["t"] = batch[ENV_EPISODE_ID], batch[ENV_T]
+    return keys
+
+
+def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any], n_step: int,
+                      gamma: float) -> Tuple[Dict[str, Any], int]:
+    """``(rows, num_dropped_steps)``; ``agents`` in ``possible_agents`` order (their indices)."""
+    per_agent: Dict[int, Tuple[np.ndarray, Dict[str, Any]]] = {}
+    for batch in samples.values():
+        for column in (GLOBAL_OBS, AGENT_INDEX, ENV_EPISODE_ID, ENV_T):
+            if column not in batch:
+                raise KeyError(f"samples lack {column!r}: the env runners must record global inputs "
+                               "(build VDN/QMIX through QMIXConfig)")
+        moves = segment_transitions(batch, n_step, gamma)
+        states = segment_transitions({**batch, Columns.OBS: batch[GLOBAL_OBS],
+                                      BOOTSTRAP_OBS: batch[BOOTSTRAP_GLOBAL_OBS]}, n_step, gamma)
+        moves[STATE], moves[NEXT_STATE] = batch[GLOBAL_OBS], states[Columns.NEXT_OBS]
+        keys = _keys(batch)
+        index = np.asarray(batch[AGENT_INDEX])
+        for i in np.unique(index).tolist():
+            rows = np.flatnonzero(index == i)
+            per_agent[int(i)] = (keys[rows], {k: take_rows(v, rows) for k, v in moves.items()})
+    if len(per_agent) < len(agents) or not per_agent:
+        total = sum(len(k) for k, _ in per_agent.values())
+        return {}, total
+    common = per_agent[0][0]
+    for i in range(1, len(agents)):
+        common = np.intersect1d(common, per_agent[i][0])
+    dropped = max(len(k) for k, _ in per_agent.values()) - len(common)
+    chosen: List[Dict[str, Any]] = []
+    for i in range(len(agents)):
+        keys, moves = per_agent[i]
+        order = np.argsort(keys, kind="stable")
+        pos = order[np.searchsorted(keys[order], common)]
+        chosen.append({k: take_rows(v, pos) for k, v in moves.items()})
+    n_steps = np.stack([c[N_STEP] for c in chosen])
+    consistent = (n_steps == n_steps[0]).all(axis=0)
+    keep = np.flatnonzero(consistent)
+    dropped += int(len(consistent) - len(keep))
+    chosen = [{k: take_rows(v, keep) for k, v in c.items()} for c in chosen]
+    names = [str(a) for a in agents]
+    rows = {
+        Columns.OBS: {name: c[Columns.OBS] for name, c in zip(names, chosen)},
+        Columns.ACTIONS: {name: c[Columns.ACTIONS] for name, c in zip(names, chosen)},
+        Columns.NEXT_OBS: {name: c[Columns.NEXT_OBS] for name, c in zip(names, chosen)},
+        Columns.REWARDS: np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32),
+        Columns.TERMINATEDS: np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0),
+        N_STEP: chosen[0][N_STEP],
+        STATE: chosen[0][STATE].astype(np.float32),
+        NEXT_STATE: chosen[0][NEXT_STATE].astype(np.float32),
+    }
+    return rows, dropped

@@ -1,0 +1,99 @@
+"""VDN / QMIX: one TD loss on the team Q that a mixer module forms from the agents' Qs.
+
+``Q_tot(s, a) = mixer(Q_1(o_1, a_1), ..., Q_n(o_n, a_n); s)`` against
+``r + gamma^k (1 - terminated) mixer_target(Q'_1(o'_1, a*_1), ...; s')``,
+where ``a*_i`` is agent i's best allowed next action under the online net
+(double Q, as EPyMARL's ``double_q``) or the target net, and ``Q'`` the
+agents' target nets. Agents that share a module are evaluated in one
+forward call. The mixer is a non-policy module, so the single optimizer
+steps it with the agents' networks, each parameter once.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import torch
+from torch import nn
+
+from marl.core.columns import Columns
+from marl.core.constants import ModuleID
+from marl.core.nested import tree_map
+from marl.models.default_dqn_rl_module import QF_PREDS, masked_q_values
+from marl.models.mixers import MIXER_ID
+
+from learners.dqn_learner import DQNTorchLearner, next_action_mask
+from learners.joint_transitions import NEXT_STATE, STATE
+from learners.replay_buffer import WEIGHTS
+from learners.transitions import N_STEP
+
+#: The key of joint batches (one row per env step, all agents).
+JOINT = "__joint__"
+
+
+def _cat(parts: List[Any]) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: _cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts, dim=0)
+
+
+class QMIXTorchLearner(DQNTorchLearner):
+    """Trains the agents' Q modules and the mixer on the joint TD loss."""
+
+    #: ``{agent name: module id}`` in ``possible_agents`` order; set by the algorithm.
+    agent_modules: Dict[str, ModuleID] = {}
+
+    def batch_keys_to_train(self) -> List[str]:
+        return [JOINT]
+
+    def _agent_qs(self, obs: Dict[str, Any], target: bool = False) -> Dict[str, torch.Tensor]:
+        """Q-values ``[B, n_actions]`` per agent, one forward call per module."""
+        by_module: Dict[ModuleID, List[str]] = {}
+        for agent, mid in self.agent_modules.items():
+            by_module.setdefault(mid, []).append(agent)
+        out: Dict[str, torch.Tensor] = {}
+        for mid, agents in by_module.items():
+            module = self.module[mid]
+            batch = {Columns.OBS: _cat([obs[a] for a in agents])}
+            q = module.forward_target(batch)[QF_PREDS] if target else module.compute_q_values(batch)[QF_PREDS]
+            for agent, part in zip(agents, torch.chunk(q, len(agents), dim=0)):
+                out[agent] = part
+        return out
+
+    def _forward_and_losses(self, minibatch: Dict[str, Dict[str, Any]]) -> tuple:
+        self._metric_sink = sink = {}
+        try:
+            loss = self._joint_loss(minibatch[JOINT])
+        finally:
+            self._metric_sink = None
+        return {MIXER_ID: loss}, sink
+
+    def _joint_loss(self, batch: Dict[str, Any]) -> torch.Tensor:
+        cfg = self.config
+        agents = list(self.agent_modules)
+        mixer = self.module[MIXER_ID]
+        qs = self._agent_qs(batch[Columns.OBS])
+        chosen = torch.stack([qs[a].gather(-1, batch[Columns.ACTIONS][a].long().unsqueeze(-1)).squeeze(-1)
+                              for a in agents], dim=-1)
+        q_tot = mixer.mix(chosen, batch[STATE])
+        with torch.no_grad():
+            target_qs = self._agent_qs(batch[Columns.NEXT_OBS], target=True)
+            online_qs = self._agent_qs(batch[Columns.NEXT_OBS]) if cfg.double_q else target_qs
+            best = []
+            for a in agents:
+                mask = next_action_mask(batch[Columns.NEXT_OBS][a])
+                action = masked_q_values(online_qs[a], mask).argmax(dim=-1, keepdim=True)
+                best.append(target_qs[a].gather(-1, action).squeeze(-1))
+            next_tot = mixer.mix_target(torch.stack(best, dim=-1), batch[NEXT_STATE])
+            discount = torch.as_tensor(cfg.gamma, dtype=q_tot.dtype) ** batch[N_STEP].to(q_tot.dtype)
+            target = batch[Columns.REWARDS] + discount * (1.0 - batch[Columns.TERMINATEDS].to(q_tot.dtype)) * next_tot
+        loss_fn = nn.functional.huber_loss if cfg.td_error_loss_fn == "huber" else nn.functional.mse_loss
+        per_row = loss_fn(q_tot, target, reduction="none")
+        weights = batch.get(WEIGHTS)
+        loss = (per_row * weights).mean() if weights is not None else per_row.mean()
+        td_error = (q_tot - target).abs().detach()
+        self.last_td_errors[JOINT] = td_error
+        self.register_metrics(MIXER_ID, {
+            "qf_loss": loss.detach(), "q_tot_mean": q_tot.mean().detach(), "target_mean": target.mean(),
+            "agent_q_mean": chosen.mean().detach(), "td_error_mean": td_error.mean(),
+        })
+        return loss

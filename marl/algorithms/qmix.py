@@ -1,0 +1,145 @@
+"""VDN and QMIX: value decomposition on DQN's loop, with the mixer as a module of the container.
+
+``QMIXConfig`` is ``DQNConfig`` (every key) plus ``mixer`` (``"qmix"``, the
+default, or ``"vdn"``), ``mixing_embed_dim`` (32) and ``hypernet_embed``
+(64), EPyMARL's sizes, and ``state_input`` (``"auto"``: the env's
+``state()`` where it has one, else every agent's observation;
+``"state"``; ``"joint_obs"``) for the mixer's hypernetworks. Agents are the
+usual policies (shared, per agent, any policy mapping) with DQN's default
+Q modules; the replay buffer holds joint transitions (all agents of one env
+step, the global state, the team reward: the sum of the agents' rewards).
+
+Value decomposition assumes every agent acts at every env step (MPE, SMAC-
+style teams); steps where one did not are left out of the buffer and counted
+in ``replay_buffers/__joint__/num_dropped_steps``.
+
+Defaults that differ from ``DQNConfig``'s, from EPyMARL's QMIX:
+``dueling=False``, ``td_error_loss_fn="mse"``, uniform replay
+(``{"type": "EpisodeReplayBuffer", "capacity": 50000}``),
+``epsilon=[[0, 1.0], [50000, 0.05]]``, ``target_network_update_freq=200 * 25``
+env steps (EPyMARL syncs every 200 episodes of 25 steps on MPE).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from marl.algorithms.algorithm_config import ConfigError, check_choice, check_int
+from marl.algorithms.dqn import DQN, DQNConfig
+from marl.core.multi_rl_module import MultiRLModuleSpec
+from marl.core.rl_module import RLModuleSpec
+
+QMIX_DEFAULTS = {
+    "dueling": False, "td_error_loss_fn": "mse",
+    "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 50000},
+    "epsilon": [[0, 1.0], [50000, 0.05]], "target_network_update_freq": 5000,
+}
+
+
+class QMIXConfig(DQNConfig):
+    """DQN's settings plus the mixer's (see the module docstring)."""
+
+    _algo_training_keys = DQNConfig._algo_training_keys + (
+        "mixer", "mixing_embed_dim", "hypernet_embed", "state_input")
+
+    def __init__(self, algo_class: Optional[type] = None) -> None:
+        super().__init__(algo_class=algo_class or QMIX)
+        self.mixer = "qmix"
+        self.mixing_embed_dim = 32
+        self.hypernet_embed = 64
+        self.state_input = "auto"
+        for key, value in QMIX_DEFAULTS.items():
+            setattr(self, key, dict(value) if isinstance(value, dict) else value)
+
+    def get_default_learner_class(self) -> type:
+        from learners.qmix_learner import QMIXTorchLearner
+
+        return QMIXTorchLearner
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("mixer", self.mixer, ("qmix", "vdn"))
+        check_choice("state_input", self.state_input, ("auto", "state", "joint_obs"))
+        check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
+        check_int("hypernet_embed", self.hypernet_embed, 1)
+
+
+class QMIX(DQN):
+    """DQN's loop over one joint replay buffer; the loss is the learner's joint TD loss."""
+
+    config_class = QMIXConfig
+
+    def __init__(self, config: QMIXConfig) -> None:
+        super().__init__(config)
+        self.learner.build()
+        self.learner.agent_modules = dict(self._agent_modules)
+        self._num_dropped_steps = 0
+
+    def _inspect_env(self, env: Any) -> None:
+        from envs.sampling.global_inputs import GlobalInput
+        from envs.sampling.episode import EpisodeHandle
+
+        try:
+            self._global = GlobalInput(self.config.state_input, env)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        agents = list(env.possible_agents)
+        episode = EpisodeHandle(id_=-1, env_index=0, agent_ids=list(agents))
+        self._agents = agents
+        self._agent_modules = {str(a): self.policy_mapping_fn(a, episode) for a in agents}
+
+    def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
+        from marl.models.mixers import MIXER_ID, QMixer, VDNMixer, mixer_observation_space
+
+        spec = super()._complete_module_spec(spec)
+        specs: Dict[str, RLModuleSpec] = dict(spec.rl_module_specs)
+        if MIXER_ID in specs:
+            raise ConfigError(f"module id {MIXER_ID!r} is the mixer's; rename that module")
+        any_policy = specs[sorted(self.policies)[0]]
+        specs[MIXER_ID] = RLModuleSpec(
+            module_class=QMixer if self.config.mixer == "qmix" else VDNMixer,
+            observation_space=mixer_observation_space(self._global.dim, self._global.num_agents),
+            action_space=any_policy.action_space,  # unused: the mixer never acts
+            model_config={"mixing_embed_dim": self.config.mixing_embed_dim,
+                          "hypernet_embed": self.config.hypernet_embed},
+        )
+        spec.rl_module_specs = specs
+        return spec
+
+    def _extra_runner_kwargs(self) -> Dict[str, Any]:
+        return {"global_input": self._global.kind}
+
+    def _store(self, samples: Dict[str, Dict[str, Any]]) -> None:
+        from learners.joint_transitions import joint_transitions
+        from learners.qmix_learner import JOINT
+
+        samples = {mid: b for mid, b in samples.items() if len(b.get("seq_lens", []))}
+        if not samples:
+            return
+        rows, dropped = joint_transitions(samples, self._agents, self.config.n_step, self.config.gamma)
+        self._num_dropped_steps += dropped
+        if rows:
+            self._buffer_for(JOINT).add(rows)
+
+    def _update_once(self) -> Dict[str, Any]:
+        from learners.qmix_learner import JOINT
+        from learners.replay_buffer import INDICES
+
+        cfg = self.config
+        buffer = self.replay_buffers.get(JOINT)
+        if buffer is None or not len(buffer):
+            return {}
+        batch = buffer.sample(cfg.train_batch_size_per_learner)
+        indices = batch.pop(INDICES)
+        learner = self.learner
+        learner.check_module_apis()
+        results = learner.update({JOINT: batch}, minibatch_size=None, num_epochs=1)
+        buffer.update_priorities(indices, learner.last_td_errors[JOINT].cpu().numpy())
+        learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
+        self._counters["num_env_steps_trained_lifetime"] += len(indices)
+        return results
+
+    def train(self) -> Dict[str, Any]:
+        result = super().train()
+        for stats in result.get("replay_buffers", {}).values():
+            stats["num_dropped_steps"] = self._num_dropped_steps
+        return result
