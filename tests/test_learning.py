@@ -177,7 +177,7 @@ def test_value_decomposition_closes_30_percent_of_the_gap_on_simple_spread(mixer
     algo = (QMIXConfig().environment("mpe2.simple_spread_v3", env_config=SPREAD_CONFIG)
             .env_runners(num_envs_per_env_runner=8)
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
-            .training(mixer=mixer, **SIMPLE_SPREAD_VALUE_BASED, **VALUE_DECOMPOSITION_EXTRA[mixer])
+            .training(mixer=mixer, **SIMPLE_SPREAD_VALUE_BASED)
             .debugging(seed=0)).build()
     assert algo.get_module(None).non_policy_module_ids == ["mixer"]
     result = train_until(algo, smoothed_return_at_least(target), 150_000)
