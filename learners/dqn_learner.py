@@ -69,6 +69,8 @@ class DQNTorchLearner(TorchLearner):
 
     def compute_loss_for_module(self, module_id: ModuleID, config: Any, batch: Dict[str, Any],
                                 fwd_out: Dict[str, Any]) -> torch.Tensor:
+        if Columns.LOSS_MASK in batch:
+            return self._sequence_loss(module_id, config, batch, fwd_out)
         module = self.module[module_id]
         q = fwd_out[QF_PREDS]
         q_selected = q.gather(-1, batch[Columns.ACTIONS].long().unsqueeze(-1)).squeeze(-1)
@@ -90,6 +92,41 @@ class DQNTorchLearner(TorchLearner):
             "qf_loss": loss.detach(), "qf_mean": q_selected.mean().detach(),
             "qf_max": q_selected.max().detach(), "qf_min": q_selected.min().detach(),
             "td_error_mean": td_error.mean(),
+        })
+        return loss
+
+    def _sequence_loss(self, module_id: ModuleID, config: Any, batch: Dict[str, Any],
+                       fwd_out: Dict[str, Any]) -> torch.Tensor:
+        """Recurrent 1-step TD over stored sequences (``segment_sequences``): one unroll
+        from the stored state gives ``Q(s_t)`` and ``Q(s_{t+1})``; the first
+        ``burn_in_len`` steps only warm the state up (RLlib's loss-mask rule)."""
+        module = self.module[module_id]
+        q_all = fwd_out[QF_PREDS]                                   # [B, T + 1, n]
+        length = batch[Columns.ACTIONS].shape[1]
+        q_selected = q_all[:, :length].gather(-1, batch[Columns.ACTIONS].long().unsqueeze(-1)).squeeze(-1)
+        next_obs = {k: v[:, 1:] for k, v in batch[Columns.OBS].items()} if isinstance(batch[Columns.OBS], dict) \
+            else batch[Columns.OBS][:, 1:]
+        with torch.no_grad():
+            q_target_next = module.forward_target(batch)[QF_PREDS][:, 1:]
+            target = td_targets(
+                rewards=batch[Columns.REWARDS], terminateds=batch[Columns.TERMINATEDS],
+                n_step=torch.ones_like(batch[Columns.REWARDS]), gamma=config.gamma,
+                q_target_next=q_target_next, q_online_next=q_all[:, 1:].detach(),
+                next_mask=next_action_mask(next_obs), double_q=config.double_q)
+        valid = batch[Columns.LOSS_MASK].clone().bool()
+        valid[:, : int(getattr(config, "burn_in_len", 0) or 0)] = False
+        loss_fn = nn.functional.huber_loss if config.td_error_loss_fn == "huber" else nn.functional.mse_loss
+        per_step = loss_fn(q_selected, target, reduction="none") * valid
+        weights = batch.get(WEIGHTS)
+        if weights is not None:
+            per_step = per_step * weights.unsqueeze(-1)
+        count = valid.sum().clamp_min(1)
+        loss = per_step.sum() / count
+        td = ((q_selected - target).abs() * valid).detach()
+        self.last_td_errors[module_id] = td.sum(-1) / valid.sum(-1).clamp_min(1)
+        self.register_metrics(module_id, {
+            "qf_loss": loss.detach(), "qf_mean": (q_selected.detach() * valid).sum() / count,
+            "td_error_mean": td.sum() / count,
         })
         return loss
 

@@ -84,3 +84,76 @@ def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
         NEXT_STATE: chosen[0][NEXT_STATE].astype(np.float32),
     }
     return rows, dropped
+
+
+def joint_sequences(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
+                    seq_len: int) -> Tuple[Dict[str, Any], int]:
+    """Recurrent VDN/QMIX: every agent's ``segment_sequences`` chunk of the same steps in one row.
+
+    Chunks are joined on the env episode and step they start at; each agent
+    keeps its own stored ``STATE_IN``. The row also holds the global state
+    sequence (``seq_len + 1`` states, the last one after the chunk), the team
+    reward and termination per step, and the loss mask every agent shares.
+    """
+    from learners.transitions import segment_sequences
+
+    per_agent: Dict[int, Tuple[np.ndarray, Dict[str, Any]]] = {}
+    for batch in samples.values():
+        for column in (GLOBAL_OBS, AGENT_INDEX, ENV_EPISODE_ID, ENV_T, Columns.STATE_IN):
+            if column not in batch:
+                raise KeyError(f"samples lack {column!r}: recurrent VDN/QMIX needs recorded global inputs "
+                               "and recurrent states")
+        index = np.asarray(batch[AGENT_INDEX])
+        for i in np.unique(index).tolist():
+            rows = np.flatnonzero(index == i)
+            # One agent's rows, still in segment order, with that agent's segment bookkeeping.
+            sub = {k: take_rows(v, rows) for k, v in batch.items() if k not in (
+                Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_GLOBAL_OBS, "bootstrap_state_in")}
+            starts = np.concatenate([[0], np.cumsum(batch[Columns.SEQ_LENS])[:-1]])
+            mine = np.flatnonzero(index[starts] == i)
+            sub[Columns.SEQ_LENS] = np.asarray(batch[Columns.SEQ_LENS])[mine]
+            sub[BOOTSTRAP_OBS] = take_rows(batch[BOOTSTRAP_OBS], mine)
+            chunks = segment_sequences(sub, seq_len)
+            states = segment_sequences({**sub, Columns.OBS: sub[GLOBAL_OBS],
+                                        BOOTSTRAP_OBS: take_rows(batch[BOOTSTRAP_GLOBAL_OBS], mine)}, seq_len)
+            chunks[STATE] = states[Columns.OBS].astype(np.float32)
+            first = _chunk_starts(sub[Columns.SEQ_LENS], seq_len)
+            keys = np.empty(len(first), _KEY)
+            keys["episode"], keys["t"] = sub[ENV_EPISODE_ID][first], sub[ENV_T][first]
+            per_agent[int(i)] = (keys, chunks)
+    if len(per_agent) < len(agents):
+        return {}, sum(len(k) for k, _ in per_agent.values())
+    common = per_agent[0][0]
+    for i in range(1, len(agents)):
+        common = np.intersect1d(common, per_agent[i][0])
+    chosen = []
+    for i in range(len(agents)):
+        keys, chunks = per_agent[i]
+        order = np.argsort(keys, kind="stable")
+        pos = order[np.searchsorted(keys[order], common)]
+        chosen.append({k: take_rows(v, pos) for k, v in chunks.items()})
+    masks = np.stack([c[Columns.LOSS_MASK] for c in chosen])
+    same = (masks == masks[0]).all(axis=(0, 2))
+    keep = np.flatnonzero(same)
+    dropped = max(len(k) for k, _ in per_agent.values()) - len(keep)
+    chosen = [{k: take_rows(v, keep) for k, v in c.items()} for c in chosen]
+    names = [str(a) for a in agents]
+    rows = {
+        Columns.OBS: {n: c[Columns.OBS] for n, c in zip(names, chosen)},
+        Columns.ACTIONS: {n: c[Columns.ACTIONS] for n, c in zip(names, chosen)},
+        Columns.STATE_IN: {n: c[Columns.STATE_IN] for n, c in zip(names, chosen)},
+        Columns.REWARDS: np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32),
+        Columns.TERMINATEDS: np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0),
+        Columns.LOSS_MASK: chosen[0][Columns.LOSS_MASK],
+        STATE: chosen[0][STATE],
+    }
+    return rows, dropped
+
+
+def _chunk_starts(seq_lens: np.ndarray, seq_len: int) -> np.ndarray:
+    """Row index of each chunk's first step, in ``segment_sequences``' order."""
+    starts, offset = [], 0
+    for length in np.asarray(seq_lens).tolist():
+        starts.extend(range(offset, offset + length, seq_len))
+        offset += length
+    return np.asarray(starts, np.int64)

@@ -45,8 +45,10 @@ class QMIXTorchLearner(DQNTorchLearner):
     def batch_keys_to_train(self) -> List[str]:
         return [JOINT]
 
-    def _agent_qs(self, obs: Dict[str, Any], target: bool = False) -> Dict[str, torch.Tensor]:
-        """Q-values ``[B, n_actions]`` per agent, one forward call per module."""
+    def _agent_qs(self, obs: Dict[str, Any], target: bool = False,
+                  state_in: Any = None) -> Dict[str, torch.Tensor]:
+        """Q-values ``[B, (T,) n_actions]`` per agent, one forward call per module
+        (recurrent modules unroll from each agent's ``state_in``)."""
         by_module: Dict[ModuleID, List[str]] = {}
         for agent, mid in self.agent_modules.items():
             by_module.setdefault(mid, []).append(agent)
@@ -54,6 +56,8 @@ class QMIXTorchLearner(DQNTorchLearner):
         for mid, agents in by_module.items():
             module = self.module[mid]
             batch = {Columns.OBS: _cat([obs[a] for a in agents])}
+            if state_in is not None:
+                batch[Columns.STATE_IN] = _cat([state_in[a] for a in agents])
             q = module.forward_target(batch)[QF_PREDS] if target else module.compute_q_values(batch)[QF_PREDS]
             for agent, part in zip(agents, torch.chunk(q, len(agents), dim=0)):
                 out[agent] = part
@@ -68,6 +72,8 @@ class QMIXTorchLearner(DQNTorchLearner):
         return {MIXER_ID: loss}, sink
 
     def _joint_loss(self, batch: Dict[str, Any]) -> torch.Tensor:
+        if Columns.LOSS_MASK in batch:
+            return self._joint_sequence_loss(batch)
         cfg = self.config
         agents = list(self.agent_modules)
         mixer = self.module[MIXER_ID]
@@ -96,4 +102,44 @@ class QMIXTorchLearner(DQNTorchLearner):
             "qf_loss": loss.detach(), "q_tot_mean": q_tot.mean().detach(), "target_mean": target.mean(),
             "agent_q_mean": chosen.mean().detach(), "td_error_mean": td_error.mean(),
         })
+        return loss
+
+    def _joint_sequence_loss(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """Recurrent agents: one unroll per agent over ``T + 1`` stored steps from its
+        stored state, 1-step team targets, the first ``burn_in_len`` steps masked."""
+        cfg = self.config
+        agents = list(self.agent_modules)
+        mixer = self.module[MIXER_ID]
+        length = batch[Columns.REWARDS].shape[1]
+        qs = self._agent_qs(batch[Columns.OBS], state_in=batch[Columns.STATE_IN])       # [B, T + 1, n]
+        chosen = torch.stack([qs[a][:, :length].gather(-1, batch[Columns.ACTIONS][a].long().unsqueeze(-1))
+                              .squeeze(-1) for a in agents], dim=-1)                 # [B, T, agents]
+        states = batch[STATE]                                                          # [B, T + 1, D]
+        b = chosen.shape[0]
+        q_tot = mixer.mix(chosen.reshape(b * length, -1), states[:, :length].reshape(b * length, -1)).view(b, length)
+        with torch.no_grad():
+            target_qs = self._agent_qs(batch[Columns.OBS], target=True, state_in=batch[Columns.STATE_IN])
+            best = []
+            for a in agents:
+                obs = batch[Columns.OBS][a]
+                mask = next_action_mask({k: v[:, 1:] for k, v in obs.items()} if isinstance(obs, dict) else None)
+                chooser = qs[a][:, 1:].detach() if cfg.double_q else target_qs[a][:, 1:]
+                action = masked_q_values(chooser, mask).argmax(dim=-1, keepdim=True)
+                best.append(target_qs[a][:, 1:].gather(-1, action).squeeze(-1))
+            next_tot = mixer.mix_target(torch.stack(best, dim=-1).reshape(b * length, -1),
+                                        states[:, 1:].reshape(b * length, -1)).view(b, length)
+            target = batch[Columns.REWARDS] + cfg.gamma * (1.0 - batch[Columns.TERMINATEDS].to(q_tot.dtype)) * next_tot
+        valid = batch[Columns.LOSS_MASK].clone().bool()
+        valid[:, : int(getattr(cfg, "burn_in_len", 0) or 0)] = False
+        loss_fn = nn.functional.huber_loss if cfg.td_error_loss_fn == "huber" else nn.functional.mse_loss
+        per_step = loss_fn(q_tot, target, reduction="none") * valid
+        weights = batch.get(WEIGHTS)
+        if weights is not None:
+            per_step = per_step * weights.unsqueeze(-1)
+        count = valid.sum().clamp_min(1)
+        loss = per_step.sum() / count
+        td = ((q_tot - target).abs() * valid).detach()
+        self.last_td_errors[JOINT] = td.sum(-1) / valid.sum(-1).clamp_min(1)
+        self.register_metrics(MIXER_ID, {"qf_loss": loss.detach(), "q_tot_mean": (q_tot.detach() * valid).sum() / count,
+                                         "td_error_mean": td.sum() / count})
         return loss

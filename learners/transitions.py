@@ -59,3 +59,62 @@ def segment_transitions(batch: Dict[str, Any], n_step: int, gamma: float) -> Dic
 
 def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
     return mask.reshape(mask.shape + (1,) * (np.ndim(like) - 1))
+
+
+def segment_sequences(batch: Dict[str, Any], seq_len: int) -> Dict[str, Any]:
+    """Fixed-length sequences for recurrent Q-learning, from the stored recurrent state.
+
+    Each segment is cut into chunks of ``seq_len`` steps (the last one
+    zero-padded, ``LOSS_MASK`` marking real steps). A chunk holds ``seq_len + 1``
+    observations: its own and, after its last real step, the next observation
+    (inside the segment, else the segment's bootstrap observation), so one
+    unroll from the chunk's ``STATE_IN`` (the state the env runner recorded at
+    its first step) gives both ``Q(s_t)`` and ``Q(s_{t+1})``. ``terminateds``
+    is True only at a real last step that terminated: 1-step targets bootstrap
+    everywhere else, truncation and sample boundaries included.
+    """
+    seq_lens = np.asarray(batch[Columns.SEQ_LENS], np.int64)
+    obs, boot = batch[Columns.OBS], batch[BOOTSTRAP_OBS]
+    starts, next_rows, lengths, boot_of, is_last = [], [], [], [], []
+    offset = 0
+    for seg, length in enumerate(seq_lens.tolist()):
+        for t0 in range(offset, offset + length, seq_len):
+            n = min(seq_len, offset + length - t0)
+            starts.append(t0)
+            lengths.append(n)
+            ends_segment = t0 + n == offset + length
+            is_last.append(ends_segment)
+            next_rows.append(t0 + n if not ends_segment else -1)
+            boot_of.append(seg)
+        offset += length
+    num = len(starts)
+    steps = np.arange(seq_len)
+    index = np.asarray(starts)[:, None] + steps[None, :]                 # [C, L]
+    valid = steps[None, :] < np.asarray(lengths)[:, None]
+    safe = np.where(valid, index, 0)
+    rows_obs = take_rows(obs, safe.reshape(-1))
+    next_obs = tree_map2(
+        lambda o, b: np.where(_expand(np.asarray(next_rows) >= 0, o), o, b),
+        take_rows(obs, np.maximum(np.asarray(next_rows), 0)), take_rows(boot, np.asarray(boot_of)))
+    lengths_arr = np.asarray(lengths)
+
+    def sequence_obs(flat: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        shaped = np.where(_expand(valid.reshape(-1), flat), flat, 0).reshape((num, seq_len) + flat.shape[1:])
+        out = np.zeros((num, seq_len + 1) + flat.shape[1:], flat.dtype)
+        out[:, :seq_len] = shaped
+        out[np.arange(num), lengths_arr] = nxt
+        return out
+
+    terminateds = np.asarray(batch[Columns.TERMINATEDS], bool)
+    last_real = np.asarray(starts) + lengths_arr - 1
+    term = np.zeros((num, seq_len), bool)
+    term[np.arange(num), lengths_arr - 1] = np.asarray(is_last) & terminateds[last_real]
+    out = {
+        Columns.OBS: tree_map2(sequence_obs, rows_obs, next_obs),
+        Columns.ACTIONS: np.where(valid, np.asarray(batch[Columns.ACTIONS])[safe], 0),
+        Columns.REWARDS: np.where(valid, np.asarray(batch[Columns.REWARDS], np.float32)[safe], 0.0).astype(np.float32),
+        Columns.TERMINATEDS: term,
+        Columns.LOSS_MASK: valid,
+    }
+    out[Columns.STATE_IN] = {k: np.asarray(v)[np.asarray(starts)] for k, v in batch[Columns.STATE_IN].items()}
+    return out

@@ -174,7 +174,7 @@ def test_masked_actions_are_never_explored_nor_chosen_greedily():
 def test_dueling_q_is_value_plus_centred_advantages():
     module = masked_module()
     x = torch.randn(5, 3)
-    features = module.encoder(x)
+    features = module.encoder.obs_encoder(x)
     a, v = module.qf.advantages(features), module.qf.value(features)
     q = module.compute_q_values({Columns.OBS: {"observation": x, "action_mask": torch.ones(5, 4)}})[QF_PREDS]
     torch.testing.assert_close(q, v + a - a.mean(-1, keepdim=True))
@@ -286,3 +286,87 @@ def test_checkpoint_restores_q_targets_and_optionally_the_replay_buffer(store, t
                 assert torch.equal(final[key], value), key
     finally:
         resumed.stop()
+
+
+def test_image_observations_get_a_cnn_q_network():
+    space = gym.spaces.Box(0, 255, (12, 12, 3), np.uint8)
+    module = DefaultDQNTorchRLModule(
+        observation_space=space, action_space=gym.spaces.Discrete(4),
+        model_config={"conv_filters": [[8, [4, 4], 2], [16, [3, 3], 2]], "fcnet_hiddens": [32]})
+    obs = torch.randint(0, 255, (5, 12, 12, 3), dtype=torch.uint8)
+    q = module.compute_q_values({Columns.OBS: obs})[QF_PREDS]
+    assert q.shape == (5, 4)
+    assert module.forward_target({Columns.OBS: obs})[QF_PREDS].shape == (5, 4)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in module.encoder.modules())
+
+
+# ------------------------------------------------------------- recurrent DQN
+def test_sequences_hold_each_chunk_with_its_next_observation_state_and_mask():
+    from learners.transitions import segment_sequences
+
+    batch = segments_batch()
+    batch[Columns.STATE_IN] = {"h": np.arange(7, dtype=np.float32)[:, None] + 100}
+    seqs = segment_sequences(batch, seq_len=2)
+    # Segments [0..3) terminated, [3..5) truncated, [5..7) cut: chunks (0,1) (2) (3,4) (5,6).
+    np.testing.assert_array_equal(seqs[Columns.OBS][:, :, 0], [[0, 10, 20], [20, -1, 0], [30, 40, -2], [50, 60, -3]])
+    np.testing.assert_array_equal(seqs[Columns.LOSS_MASK], [[1, 1], [1, 0], [1, 1], [1, 1]])
+    np.testing.assert_array_equal(seqs[Columns.TERMINATEDS], [[0, 0], [1, 0], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(seqs[Columns.ACTIONS], [[0, 1], [0, 0], [1, 1], [0, 1]])
+    np.testing.assert_array_equal(seqs[Columns.STATE_IN]["h"][:, 0], [100, 102, 103, 105])
+
+
+def test_sequence_targets_equal_transition_targets_for_a_feed_forward_q_network():
+    from learners.dqn_learner import td_targets
+    from learners.transitions import segment_sequences
+
+    algo = small_config().build()
+    try:
+        batch, _ = algo.env_runner_group.sample(300)
+        batch = batch["default_policy"]
+        batch[Columns.STATE_IN] = {"h": np.zeros((len(batch[Columns.OBS]), 1), np.float32)}
+        seqs, flat = segment_sequences(batch, 20), segment_transitions(batch, 1, 0.99)
+        module = algo.get_module()
+
+        def targets(obs_next_online, obs_next_target, rewards, terminateds, n_step):
+            return td_targets(rewards=torch.as_tensor(rewards), terminateds=torch.as_tensor(terminateds),
+                              n_step=torch.as_tensor(n_step), gamma=0.99, q_target_next=obs_next_target,
+                              q_online_next=obs_next_online, next_mask=None, double_q=True)
+
+        with torch.no_grad():
+            obs = torch.as_tensor(seqs[Columns.OBS])
+            online, target = module.compute_q_values({Columns.OBS: obs})[QF_PREDS], \
+                module.forward_target({Columns.OBS: obs})[QF_PREDS]
+            by_sequence = targets(online[:, 1:], target[:, 1:], seqs[Columns.REWARDS], seqs[Columns.TERMINATEDS],
+                                  np.ones(seqs[Columns.REWARDS].shape, np.int64))
+            nxt = torch.as_tensor(flat[Columns.NEXT_OBS])
+            by_row = targets(module.compute_q_values({Columns.OBS: nxt})[QF_PREDS],
+                             module.forward_target({Columns.OBS: nxt})[QF_PREDS], flat[Columns.REWARDS],
+                             flat[Columns.TERMINATEDS], flat[N_STEP])
+        valid = seqs[Columns.LOSS_MASK]
+        assert valid.sum() == len(by_row)
+        np.testing.assert_allclose(by_sequence.numpy()[valid], by_row.numpy(), rtol=1e-6)  # same order
+    finally:
+        algo.stop()
+
+
+def test_a_recurrent_q_module_carries_state_and_trains_on_sequences_after_burn_in():
+    cfg = (DQNConfig().environment("CartPole-v1")
+           .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16], use_lstm=True, lstm_cell_size=8, max_seq_len=8))
+           .training(num_steps_sampled_before_learning_starts=64, burn_in_len=2, train_batch_size_per_learner=64)
+           .reporting(min_sample_timesteps_per_iteration=128).debugging(seed=0))
+    algo = cfg.build()
+    try:
+        module = algo.get_module()
+        assert module.is_stateful() and set(module.get_initial_state()) == {"h", "c"}
+        result = algo.train()
+        buffer = algo.replay_buffers["default_policy"]
+        assert buffer.columns[Columns.OBS].shape[1:] == (9, 4)  # 8 steps and the next observation
+        assert (buffer.columns[Columns.LOSS_MASK][: len(buffer)].sum(1) > 2).all()  # burn-in-only chunks dropped
+        stats = result["learners"]["default_policy"]
+        assert stats["num_module_steps_trained"] <= 64 and stats["qf_loss"] > 0
+    finally:
+        algo.stop()
+    with pytest.raises(ConfigError, match="n_step=3: recurrent Q-module 'default_policy'"):
+        cfg.copy().training(n_step=3).build()
+    with pytest.raises(ConfigError, match="burn_in_len=8"):
+        cfg.copy().training(burn_in_len=8).build()

@@ -182,3 +182,18 @@ def test_value_decomposition_closes_30_percent_of_the_gap_on_simple_spread(mixer
     assert algo.get_module(None).non_policy_module_ids == ["mixer"]
     result = train_until(algo, smoothed_return_at_least(target), 150_000)
     assert result["env_runners"]["smoothed_episode_return_mean"] >= target, (random_return, target)
+
+
+def test_recurrent_dqn_learns_cartpole_450_within_100k_steps():
+    """The default LSTM as the Q-network: stored sequences of 20 from the recorded state, burn-in 4."""
+    from marl import DQNConfig
+
+    algo = (DQNConfig().environment("CartPole-v1")
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64], use_lstm=True, lstm_cell_size=64,
+                                                       max_seq_len=20))
+            .training(epsilon=[[0, 1.0], [10000, 0.02]], training_intensity=16, burn_in_len=4,
+                      train_batch_size_per_learner=160)
+            .debugging(seed=0)).build()
+    assert algo.get_module().is_stateful()
+    result = train_until(algo, lambda r: r["env_runners"].get("episode_return_mean", 0) >= 450, 100_000)
+    assert result["env_runners"]["episode_return_mean"] >= 450

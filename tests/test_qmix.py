@@ -170,3 +170,32 @@ def test_bad_qmix_settings_are_named():
         spread_config("qtran").build()
     with pytest.raises(ConfigError, match="ScriptedEnv has no state"):
         (QMIXConfig().environment(ScriptedEnv).training(state_input="state")).build()
+
+
+def test_recurrent_agents_train_on_joint_sequences_with_stored_states():
+    from learners.joint_transitions import joint_sequences
+
+    cfg = spread_config(burn_in_len=1).rl_module(
+        model_config=DefaultModelConfig(fcnet_hiddens=[16], use_lstm=True, lstm_cell_size=8, max_seq_len=4))
+    algo = cfg.build()
+    try:
+        samples, _ = algo.env_runner_group.sample(30)
+        rows, dropped = joint_sequences(samples, AGENTS, seq_len=4)
+        assert dropped == 0
+        obs = rows[Columns.OBS]
+        # mpe2's state is the agents' observations side by side, at every step of every chunk,
+        # including the observation after the chunk.
+        valid = np.concatenate([rows[Columns.LOSS_MASK], np.ones((len(rows[STATE]), 1), bool)], axis=1)
+        joined = np.concatenate([obs[a] for a in AGENTS], axis=-1)
+        first_pad = rows[Columns.LOSS_MASK].sum(1)
+        for i in range(len(rows[STATE])):
+            n = first_pad[i] + 1  # real steps and the next observation
+            np.testing.assert_array_equal(rows[STATE][i, :n], joined[i, :n])
+        assert set(rows[Columns.STATE_IN]) == set(AGENTS)
+        before = [p.detach().clone() for p in algo.get_module(None)["mixer"].hyper.parameters()]
+        result = algo.train()
+        assert result["learners"]["mixer"]["qf_loss"] > 0
+        assert any(not torch.equal(b, p) for b, p in zip(before, algo.get_module(None)["mixer"].hyper.parameters()))
+        assert algo.replay_buffers[JOINT].columns[Columns.OBS]["agent_0"].shape[1] == 5
+    finally:
+        algo.stop()

@@ -27,6 +27,8 @@ from marl.algorithms.algorithm import Algorithm
 from marl.algorithms.algorithm_config import (
     AlgorithmConfig, ConfigError, _bad_value, check_bool, check_choice, check_int, check_number,
 )
+from marl.core.columns import Columns
+from marl.core.nested import take_rows
 from marl.core.multi_rl_module import MultiRLModuleSpec
 from marl.core.rl_module import RLModuleSpec
 
@@ -39,6 +41,7 @@ RLLIB_DQN_TRAINING_DEFAULTS = {
     "num_steps_sampled_before_learning_starts": 1000, "store_buffer_in_checkpoints": False, "tau": 1.0,
     "dueling": True, "double_q": True, "n_step": 1, "training_intensity": None, "td_error_loss_fn": "huber",
     "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 50000, "alpha": 0.6, "beta": 0.4},
+    "burn_in_len": 0,
 }
 
 
@@ -100,6 +103,7 @@ class DQNConfig(AlgorithmConfig):
         check_int("target_network_update_freq", self.target_network_update_freq, 0)
         check_int("num_steps_sampled_before_learning_starts", self.num_steps_sampled_before_learning_starts, 0)
         check_int("n_step", self.n_step, 1)
+        check_int("burn_in_len", self.burn_in_len, 0)
         check_int("min_sample_timesteps_per_iteration", self.min_sample_timesteps_per_iteration, 0)
         check_number("tau", self.tau, low=0.0, high=1.0, low_open=True)
         check_number("training_intensity", self.training_intensity, low=0.0, low_open=True,
@@ -131,6 +135,15 @@ class DQN(Algorithm):
     def __init__(self, config: DQNConfig) -> None:
         super().__init__(config)
         self.replay_buffers: Dict[str, Any] = {}
+        self._seq_lens = {mid: m.max_seq_len() for mid, m in self.learner.module.items()
+                          if mid in self.policies and m.is_stateful()}
+        for mid, length in self._seq_lens.items():
+            if config.n_step != 1:
+                raise ConfigError(f"n_step={config.n_step!r}: recurrent Q-module {mid!r} trains on stored "
+                                  "sequences with 1-step targets; use n_step=1")
+            if config.burn_in_len >= length:
+                raise ConfigError(f"burn_in_len={config.burn_in_len!r}: expected less than module {mid!r}'s "
+                                  f"max_seq_len ({length}), or no step would be trained")
 
     # ------------------------------------------------------------ modules
     def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
@@ -220,11 +233,27 @@ class DQN(Algorithm):
         return self.replay_buffers[module_id]
 
     def _store(self, samples: Dict[str, Dict[str, Any]]) -> None:
-        from learners.transitions import segment_transitions
+        from learners.transitions import segment_sequences, segment_transitions
 
         for module_id, batch in samples.items():
-            if len(batch.get("seq_lens", [])):
-                self._buffer_for(module_id).add(segment_transitions(batch, self.config.n_step, self.config.gamma))
+            if not len(batch.get("seq_lens", [])):
+                continue
+            if module_id in self._seq_lens:
+                rows = segment_sequences(batch, self._seq_lens[module_id])
+                # A sequence no longer than the burn-in has no step to train on: its TD error
+                # would be 0 and, as a priority, would shrink every other row's weight.
+                trainable = np.flatnonzero(rows[Columns.LOSS_MASK].sum(axis=1) > self.config.burn_in_len)
+                rows = {k: take_rows(v, trainable) for k, v in rows.items()}
+            else:
+                rows = segment_transitions(batch, self.config.n_step, self.config.gamma)
+            self._buffer_for(module_id).add(rows)
+
+    def _rows_per_step(self, module_id: str) -> int:
+        return self._seq_lens.get(module_id, 1)
+
+    def _batch_rows(self, module_id: str) -> int:
+        """Replayed rows per update: transitions, or ``train_batch_size / max_seq_len`` sequences."""
+        return max(1, self.config.train_batch_size_per_learner // self._rows_per_step(module_id))
 
     def _update_once(self) -> Dict[str, Any]:
         from learners.replay_buffer import INDICES
@@ -232,14 +261,16 @@ class DQN(Algorithm):
         cfg = self.config
         learner = self.learner
         trained = set(learner.module_ids_to_train)
-        batch = {mid: buf.sample(cfg.train_batch_size_per_learner) for mid, buf in self.replay_buffers.items()
+        batch = {mid: buf.sample(self._batch_rows(mid)) for mid, buf in self.replay_buffers.items()
                  if mid in trained and len(buf)}
         if not batch:
             return {}
         indices = {mid: b.pop(INDICES) for mid, b in batch.items()}
         learner.build()
         learner.check_module_apis()
-        results = learner.update(batch, minibatch_size=None, num_epochs=1)
+        # Recurrent modules' rows are sequences: the minibatch size counts their time steps.
+        results = learner.update(batch, minibatch_size=max(self._rows_per_step(mid) * len(b[Columns.ACTIONS])
+                                                           for mid, b in batch.items()), num_epochs=1)
         for mid, idx in indices.items():
             errors = learner.last_td_errors.get(mid)
             if errors is not None:

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import numpy as np
+
 from marl.algorithms.algorithm_config import ConfigError, check_choice, check_int
+from marl.core.columns import Columns
+from marl.core.nested import take_rows
 from marl.algorithms.dqn import DQN, DQNConfig
 from marl.core.multi_rl_module import MultiRLModuleSpec
 from marl.core.rl_module import RLModuleSpec
@@ -115,7 +119,16 @@ class QMIX(DQN):
         samples = {mid: b for mid, b in samples.items() if len(b.get("seq_lens", []))}
         if not samples:
             return
-        rows, dropped = joint_transitions(samples, self._agents, self.config.n_step, self.config.gamma)
+        if self._seq_lens:
+            from learners.joint_transitions import joint_sequences
+
+            length = min(self._seq_lens.values())
+            rows, dropped = joint_sequences(samples, self._agents, length)
+            if rows:  # chunks no longer than the burn-in train nothing (see DQN._store)
+                keep = np.flatnonzero(rows[Columns.LOSS_MASK].sum(axis=1) > self.config.burn_in_len)
+                rows = {k: take_rows(v, keep) for k, v in rows.items()}
+        else:
+            rows, dropped = joint_transitions(samples, self._agents, self.config.n_step, self.config.gamma)
         self._num_dropped_steps += dropped
         if rows:
             self._buffer_for(JOINT).add(rows)
@@ -128,11 +141,12 @@ class QMIX(DQN):
         buffer = self.replay_buffers.get(JOINT)
         if buffer is None or not len(buffer):
             return {}
-        batch = buffer.sample(cfg.train_batch_size_per_learner)
+        length = min(self._seq_lens.values()) if self._seq_lens else 1
+        batch = buffer.sample(max(1, cfg.train_batch_size_per_learner // length))
         indices = batch.pop(INDICES)
         learner = self.learner
         learner.check_module_apis()
-        results = learner.update({JOINT: batch}, minibatch_size=None, num_epochs=1)
+        results = learner.update({JOINT: batch}, minibatch_size=length * len(indices), num_epochs=1)
         buffer.update_priorities(indices, learner.last_td_errors[JOINT].cpu().numpy())
         learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
         self._counters["num_env_steps_trained_lifetime"] += len(indices)

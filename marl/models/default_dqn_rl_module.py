@@ -18,7 +18,11 @@ Why it is shaped this way:
 
 Model config: ``DefaultModelConfig`` keys (``fcnet_*`` encoder, ``head_fcnet_*``
 Q heads) plus ``dueling`` (default True: ``Q = V + A - mean(A)``), which
-``DQNConfig`` passes in.
+``DQNConfig`` passes in. With ``use_lstm=True`` the encoder is the default
+LSTM encoder: every pass takes ``STATE_IN`` and returns ``STATE_OUT``, the
+train pass takes sequences ``[B, T, ...]`` from a stored state (replayed
+with burn-in, see ``learners.transitions.segment_sequences``); the LSTM's
+previous-action/-reward inputs are not supported for DQN.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from marl.core.columns import Columns
 from marl.core.torch_rl_module import TorchRLModule
 from marl.models.action_masking import apply_action_mask, split_observation_space
 from marl.models.default_model_config import resolve_default_model_config
-from marl.models.encoders import ObservationEncoder
+from marl.models.encoders import FeatureEncoder
 from marl.models.policy_head import build_head
 from marl.models.action_masking import ACTION_MASK_KEY, OBSERVATION_KEY
 
@@ -72,15 +76,16 @@ class DefaultDQNTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         cfg = dict(resolve_default_model_config(
             {k: v for k, v in _as_dict(self.model_config).items() if k not in DQN_MODEL_KEYS}))
         self.dueling = bool(_as_dict(self.model_config).get("dueling", True))
-        if cfg["use_lstm"]:
+        if cfg["use_lstm"] and (cfg["lstm_use_prev_action"] or cfg["lstm_use_prev_reward"]):
             raise NotImplementedError(
-                f"{type(self).__name__}: use_lstm=True is not implemented for DQN yet; use a feed-forward model")
+                f"{type(self).__name__}: lstm_use_prev_action / lstm_use_prev_reward are not supported for "
+                "DQN; the recurrent Q-network reads observations only")
         if not isinstance(self.action_space, gym.spaces.Discrete) or int(self.action_space.start) != 0:
             raise TypeError(f"{type(self).__name__} needs a Discrete action space starting at 0; got "
                             f"{self.action_space}")
         self._encoded_space, self._mask_space = split_observation_space(self.observation_space)
         self.num_actions = int(self.action_space.n)
-        self.encoder = ObservationEncoder(self._encoded_space, cfg)
+        self.encoder = FeatureEncoder(self._encoded_space, self.action_space, cfg)
         self.qf = QHead(self.encoder.output_dim, self.num_actions, cfg, self.dueling)
         self.register_buffer("epsilon", torch.zeros(()))
         if not self.inference_only:
@@ -100,13 +105,23 @@ class DefaultDQNTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         return ["target_encoder", "target_qf"]
 
     def forward_target(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
-        obs, _ = self.split_obs(batch)
-        return {QF_PREDS: self.target_qf(self.target_encoder(obs))}
+        return self._q(batch, self.target_encoder, self.target_qf)
 
     # --- QNetAPI ---
     def compute_q_values(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return self._q(batch, self.encoder, self.qf)
+
+    def _q(self, batch: Dict[str, Any], encoder: nn.Module, head: nn.Module) -> Dict[str, Any]:
         obs, _ = self.split_obs(batch)
-        return {QF_PREDS: self.qf(self.encoder(obs))}
+        state_in = batch.get(Columns.STATE_IN) if encoder.use_lstm else None
+        features, state_out = encoder(batch, obs, state_in)
+        out = {QF_PREDS: head(features)}
+        if state_out is not None:
+            out[Columns.STATE_OUT] = state_out
+        return out
+
+    def get_initial_state(self) -> Dict[str, torch.Tensor]:
+        return self.encoder.initial_state()
 
     def split_obs(self, batch: Mapping[str, Any]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The observation to encode and the action mask (or None)."""
@@ -122,22 +137,29 @@ class DefaultDQNTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
     def _forward_inference(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         with torch.no_grad():
             _, mask = self.split_obs(batch)
-            q = self.compute_q_values(batch)[QF_PREDS]
-            return {Columns.ACTION_DIST_INPUTS: masked_q_values(q, mask)}
+            out = self.compute_q_values(batch)
+            return _with_state({Columns.ACTION_DIST_INPUTS: masked_q_values(out[QF_PREDS], mask)}, out)
 
     def _forward_exploration(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         with torch.no_grad():
             _, mask = self.split_obs(batch)
-            q = masked_q_values(self.compute_q_values(batch)[QF_PREDS], mask)
+            out = self.compute_q_values(batch)
+            q = masked_q_values(out[QF_PREDS], mask)
             allowed = torch.ones_like(q) if mask is None else (torch.as_tensor(mask) != 0).to(q.dtype)
             eps = self.epsilon.to(q.dtype)
             greedy = nn.functional.one_hot(q.argmax(dim=-1), self.num_actions).to(q.dtype)
             probs = (1.0 - eps) * greedy + eps * allowed / allowed.sum(dim=-1, keepdim=True)
             logits = torch.log(probs).clamp_min(torch.finfo(q.dtype).min)
-            return {Columns.ACTION_DIST_INPUTS: logits}
+            return _with_state({Columns.ACTION_DIST_INPUTS: logits}, out)
 
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         return self._forward_inference(batch)
+
+
+def _with_state(out: Dict[str, Any], q_out: Dict[str, Any]) -> Dict[str, Any]:
+    if Columns.STATE_OUT in q_out:
+        out[Columns.STATE_OUT] = q_out[Columns.STATE_OUT]
+    return out
 
 
 def _as_dict(config: Any) -> Dict[str, Any]:
