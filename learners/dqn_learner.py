@@ -52,6 +52,39 @@ def update_target_network(main: nn.Module, target: nn.Module, tau: float) -> Non
                 t.mul_(1.0 - tau).add_(m, alpha=tau)
 
 
+def transition_td_loss(prediction: torch.Tensor, target: torch.Tensor, batch: Dict[str, Any],
+                       config: Any) -> tuple:
+    """``(loss, |TD| per row)``: Huber or squared error, scaled by the replay importance weights."""
+    loss_fn = nn.functional.huber_loss if config.td_error_loss_fn == "huber" else nn.functional.mse_loss
+    per_row = loss_fn(prediction, target, reduction="none")
+    weights = batch.get(WEIGHTS)
+    loss = (per_row * weights).mean() if weights is not None else per_row.mean()
+    return loss, (prediction - target).abs().detach()
+
+
+def sequence_td_loss(prediction: torch.Tensor, target: torch.Tensor, batch: Dict[str, Any],
+                     config: Any) -> tuple:
+    """``(loss, |TD| per sequence, metrics)`` of ``[B, T]`` predictions on stored sequences.
+
+    Steps outside ``LOSS_MASK`` and the first ``burn_in_len`` steps (RLlib's
+    rule) are left out; the replay buffer's importance weights scale each
+    sequence; the loss is the mean over the steps that count.
+    """
+    valid = batch[Columns.LOSS_MASK].clone().bool()
+    valid[:, : int(getattr(config, "burn_in_len", 0) or 0)] = False
+    loss_fn = nn.functional.huber_loss if config.td_error_loss_fn == "huber" else nn.functional.mse_loss
+    per_step = loss_fn(prediction, target, reduction="none") * valid
+    weights = batch.get(WEIGHTS)
+    if weights is not None:
+        per_step = per_step * weights.unsqueeze(-1)
+    count = valid.sum().clamp_min(1)
+    loss = per_step.sum() / count
+    td = ((prediction - target).abs() * valid).detach()
+    stats = {"qf_loss": loss.detach(), "qf_mean": (prediction.detach() * valid).sum() / count,
+             "td_error_mean": td.sum() / count}
+    return loss, td.sum(-1) / valid.sum(-1).clamp_min(1), stats
+
+
 class DQNTorchLearner(TorchLearner):
     """One TD loss per Q-module; target networks synced by the algorithm's step count."""
 
@@ -82,11 +115,7 @@ class DQNTorchLearner(TorchLearner):
                 rewards=batch[Columns.REWARDS], terminateds=batch[Columns.TERMINATEDS], n_step=batch[N_STEP],
                 gamma=config.gamma, q_target_next=q_target_next, q_online_next=q_online_next,
                 next_mask=next_action_mask(batch[Columns.NEXT_OBS]), double_q=config.double_q)
-        loss_fn = nn.functional.huber_loss if config.td_error_loss_fn == "huber" else nn.functional.mse_loss
-        per_row = loss_fn(q_selected, target, reduction="none")
-        weights = batch.get(WEIGHTS)
-        loss = (per_row * weights).mean() if weights is not None else per_row.mean()
-        td_error = (q_selected - target).abs().detach()
+        loss, td_error = transition_td_loss(q_selected, target, batch, config)
         self.last_td_errors[module_id] = td_error
         self.register_metrics(module_id, {
             "qf_loss": loss.detach(), "qf_mean": q_selected.mean().detach(),
@@ -113,21 +142,9 @@ class DQNTorchLearner(TorchLearner):
                 n_step=torch.ones_like(batch[Columns.REWARDS]), gamma=config.gamma,
                 q_target_next=q_target_next, q_online_next=q_all[:, 1:].detach(),
                 next_mask=next_action_mask(next_obs), double_q=config.double_q)
-        valid = batch[Columns.LOSS_MASK].clone().bool()
-        valid[:, : int(getattr(config, "burn_in_len", 0) or 0)] = False
-        loss_fn = nn.functional.huber_loss if config.td_error_loss_fn == "huber" else nn.functional.mse_loss
-        per_step = loss_fn(q_selected, target, reduction="none") * valid
-        weights = batch.get(WEIGHTS)
-        if weights is not None:
-            per_step = per_step * weights.unsqueeze(-1)
-        count = valid.sum().clamp_min(1)
-        loss = per_step.sum() / count
-        td = ((q_selected - target).abs() * valid).detach()
-        self.last_td_errors[module_id] = td.sum(-1) / valid.sum(-1).clamp_min(1)
-        self.register_metrics(module_id, {
-            "qf_loss": loss.detach(), "qf_mean": (q_selected.detach() * valid).sum() / count,
-            "td_error_mean": td.sum() / count,
-        })
+        loss, td_per_sequence, stats = sequence_td_loss(q_selected, target, batch, config)
+        self.last_td_errors[module_id] = td_per_sequence
+        self.register_metrics(module_id, stats)
         return loss
 
     def update_target_networks(self, timestep: int) -> Dict[ModuleID, bool]:

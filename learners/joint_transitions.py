@@ -55,34 +55,15 @@ def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
             rows = np.flatnonzero(index == i)
             per_agent[int(i)] = (keys[rows], {k: take_rows(v, rows) for k, v in moves.items()})
     if len(per_agent) < len(agents) or not per_agent:
-        total = sum(len(k) for k, _ in per_agent.values())
-        return {}, total
-    common = per_agent[0][0]
-    for i in range(1, len(agents)):
-        common = np.intersect1d(common, per_agent[i][0])
-    dropped = max(len(k) for k, _ in per_agent.values()) - len(common)
-    chosen: List[Dict[str, Any]] = []
-    for i in range(len(agents)):
-        keys, moves = per_agent[i]
-        order = np.argsort(keys, kind="stable")
-        pos = order[np.searchsorted(keys[order], common)]
-        chosen.append({k: take_rows(v, pos) for k, v in moves.items()})
+        return {}, sum(len(k) for k, _ in per_agent.values())
+    chosen, dropped = _join(per_agent, len(agents))
     n_steps = np.stack([c[N_STEP] for c in chosen])
     consistent = (n_steps == n_steps[0]).all(axis=0)
     keep = np.flatnonzero(consistent)
     dropped += int(len(consistent) - len(keep))
     chosen = [{k: take_rows(v, keep) for k, v in c.items()} for c in chosen]
-    names = [str(a) for a in agents]
-    rows = {
-        Columns.OBS: {name: c[Columns.OBS] for name, c in zip(names, chosen)},
-        Columns.ACTIONS: {name: c[Columns.ACTIONS] for name, c in zip(names, chosen)},
-        Columns.NEXT_OBS: {name: c[Columns.NEXT_OBS] for name, c in zip(names, chosen)},
-        Columns.REWARDS: np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32),
-        Columns.TERMINATEDS: np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0),
-        N_STEP: chosen[0][N_STEP],
-        STATE: chosen[0][STATE].astype(np.float32),
-        NEXT_STATE: chosen[0][NEXT_STATE].astype(np.float32),
-    }
+    rows = _team_rows(chosen, agents, (Columns.OBS, Columns.ACTIONS, Columns.NEXT_OBS), (N_STEP, STATE, NEXT_STATE))
+    rows[STATE], rows[NEXT_STATE] = rows[STATE].astype(np.float32), rows[NEXT_STATE].astype(np.float32)
     return rows, dropped
 
 
@@ -123,31 +104,39 @@ def joint_sequences(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
             per_agent[int(i)] = (keys, chunks)
     if len(per_agent) < len(agents):
         return {}, sum(len(k) for k, _ in per_agent.values())
+    chosen, dropped = _join(per_agent, len(agents))
+    masks = np.stack([c[Columns.LOSS_MASK] for c in chosen])
+    keep = np.flatnonzero((masks == masks[0]).all(axis=(0, 2)))
+    dropped += len(masks[0]) - len(keep)
+    chosen = [{k: take_rows(v, keep) for k, v in c.items()} for c in chosen]
+    return _team_rows(chosen, agents, (Columns.OBS, Columns.ACTIONS, Columns.STATE_IN),
+                      (Columns.LOSS_MASK, STATE)), dropped
+
+
+def _team_rows(chosen: List[Dict[str, Any]], agents: Sequence[Any], per_agent: Sequence[str],
+               shared: Sequence[str]) -> Dict[str, Any]:
+    """Joined rows: ``per_agent`` columns as ``{agent: ...}``, the team reward (sum) and
+    termination (any), and ``shared`` columns (equal for every agent) taken once."""
+    names = [str(a) for a in agents]
+    rows: Dict[str, Any] = {col: {n: c[col] for n, c in zip(names, chosen)} for col in per_agent}
+    rows[Columns.REWARDS] = np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32)
+    rows[Columns.TERMINATEDS] = np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0)
+    rows.update({col: chosen[0][col] for col in shared})
+    return rows
+
+
+def _join(per_agent: Dict[int, Tuple[np.ndarray, Dict[str, Any]]], num_agents: int) -> Tuple[List[Dict[str, Any]], int]:
+    """Each agent's rows at the keys every agent has, in one order; and how many rows were left out."""
     common = per_agent[0][0]
-    for i in range(1, len(agents)):
+    for i in range(1, num_agents):
         common = np.intersect1d(common, per_agent[i][0])
     chosen = []
-    for i in range(len(agents)):
-        keys, chunks = per_agent[i]
+    for i in range(num_agents):
+        keys, rows = per_agent[i]
         order = np.argsort(keys, kind="stable")
         pos = order[np.searchsorted(keys[order], common)]
-        chosen.append({k: take_rows(v, pos) for k, v in chunks.items()})
-    masks = np.stack([c[Columns.LOSS_MASK] for c in chosen])
-    same = (masks == masks[0]).all(axis=(0, 2))
-    keep = np.flatnonzero(same)
-    dropped = max(len(k) for k, _ in per_agent.values()) - len(keep)
-    chosen = [{k: take_rows(v, keep) for k, v in c.items()} for c in chosen]
-    names = [str(a) for a in agents]
-    rows = {
-        Columns.OBS: {n: c[Columns.OBS] for n, c in zip(names, chosen)},
-        Columns.ACTIONS: {n: c[Columns.ACTIONS] for n, c in zip(names, chosen)},
-        Columns.STATE_IN: {n: c[Columns.STATE_IN] for n, c in zip(names, chosen)},
-        Columns.REWARDS: np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32),
-        Columns.TERMINATEDS: np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0),
-        Columns.LOSS_MASK: chosen[0][Columns.LOSS_MASK],
-        STATE: chosen[0][STATE],
-    }
-    return rows, dropped
+        chosen.append({k: take_rows(v, pos) for k, v in rows.items()})
+    return chosen, max(len(k) for k, _ in per_agent.values()) - len(common)
 
 
 def _chunk_starts(seq_lens: np.ndarray, seq_len: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from marl.core.nested import tree_map
 from marl.models.default_dqn_rl_module import QF_PREDS, masked_q_values
 from marl.models.mixers import MIXER_ID
 
-from learners.dqn_learner import DQNTorchLearner, next_action_mask
+from learners.dqn_learner import DQNTorchLearner, next_action_mask, sequence_td_loss, transition_td_loss
 from learners.joint_transitions import NEXT_STATE, STATE
 from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
@@ -92,11 +92,7 @@ class QMIXTorchLearner(DQNTorchLearner):
             next_tot = mixer.mix_target(torch.stack(best, dim=-1), batch[NEXT_STATE])
             discount = torch.as_tensor(cfg.gamma, dtype=q_tot.dtype) ** batch[N_STEP].to(q_tot.dtype)
             target = batch[Columns.REWARDS] + discount * (1.0 - batch[Columns.TERMINATEDS].to(q_tot.dtype)) * next_tot
-        loss_fn = nn.functional.huber_loss if cfg.td_error_loss_fn == "huber" else nn.functional.mse_loss
-        per_row = loss_fn(q_tot, target, reduction="none")
-        weights = batch.get(WEIGHTS)
-        loss = (per_row * weights).mean() if weights is not None else per_row.mean()
-        td_error = (q_tot - target).abs().detach()
+        loss, td_error = transition_td_loss(q_tot, target, batch, cfg)
         self.last_td_errors[JOINT] = td_error
         self.register_metrics(MIXER_ID, {
             "qf_loss": loss.detach(), "q_tot_mean": q_tot.mean().detach(), "target_mean": target.mean(),
@@ -129,17 +125,8 @@ class QMIXTorchLearner(DQNTorchLearner):
             next_tot = mixer.mix_target(torch.stack(best, dim=-1).reshape(b * length, -1),
                                         states[:, 1:].reshape(b * length, -1)).view(b, length)
             target = batch[Columns.REWARDS] + cfg.gamma * (1.0 - batch[Columns.TERMINATEDS].to(q_tot.dtype)) * next_tot
-        valid = batch[Columns.LOSS_MASK].clone().bool()
-        valid[:, : int(getattr(cfg, "burn_in_len", 0) or 0)] = False
-        loss_fn = nn.functional.huber_loss if cfg.td_error_loss_fn == "huber" else nn.functional.mse_loss
-        per_step = loss_fn(q_tot, target, reduction="none") * valid
-        weights = batch.get(WEIGHTS)
-        if weights is not None:
-            per_step = per_step * weights.unsqueeze(-1)
-        count = valid.sum().clamp_min(1)
-        loss = per_step.sum() / count
-        td = ((q_tot - target).abs() * valid).detach()
-        self.last_td_errors[JOINT] = td.sum(-1) / valid.sum(-1).clamp_min(1)
-        self.register_metrics(MIXER_ID, {"qf_loss": loss.detach(), "q_tot_mean": (q_tot.detach() * valid).sum() / count,
-                                         "td_error_mean": td.sum() / count})
+        loss, td_per_sequence, stats = sequence_td_loss(q_tot, target, batch, cfg)
+        self.last_td_errors[JOINT] = td_per_sequence
+        stats["q_tot_mean"] = stats.pop("qf_mean")
+        self.register_metrics(MIXER_ID, stats)
         return loss
