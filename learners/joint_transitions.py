@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from marl.core.columns import (
-    AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS, BOOTSTRAP_OBS, ENV_EPISODE_ID, ENV_T, GLOBAL_OBS, Columns,
+    AGENT_INDEX, BOOTSTRAP_OBS, ENV_EPISODE_ID, ENV_T, GLOBAL_OBS, SEGMENT_COLUMNS, Columns, bootstrap_global_rows,
+    global_rows,
 )
 from marl.core.nested import take_rows
 
@@ -46,9 +47,10 @@ def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
                 raise KeyError(f"samples lack {column!r}: the env runners must record global inputs "
                                "(build VDN/QMIX through QMIXConfig)")
         moves = segment_transitions(batch, n_step, gamma)
-        states = segment_transitions({**batch, Columns.OBS: batch[GLOBAL_OBS],
-                                      BOOTSTRAP_OBS: batch[BOOTSTRAP_GLOBAL_OBS]}, n_step, gamma)
-        moves[STATE], moves[NEXT_STATE] = batch[GLOBAL_OBS], states[Columns.NEXT_OBS]
+        step_states = global_rows(batch)
+        states = segment_transitions({**batch, Columns.OBS: step_states,
+                                      BOOTSTRAP_OBS: bootstrap_global_rows(batch)}, n_step, gamma)
+        moves[STATE], moves[NEXT_STATE] = step_states, states[Columns.NEXT_OBS]
         keys = _keys(batch)
         index = np.asarray(batch[AGENT_INDEX])
         for i in np.unique(index).tolist():
@@ -85,18 +87,19 @@ def joint_sequences(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
                 raise KeyError(f"samples lack {column!r}: recurrent VDN/QMIX needs recorded global inputs "
                                "and recurrent states")
         index = np.asarray(batch[AGENT_INDEX])
+        step_states, boot_states = global_rows(batch), bootstrap_global_rows(batch)
         for i in np.unique(index).tolist():
             rows = np.flatnonzero(index == i)
             # One agent's rows, still in segment order, with that agent's segment bookkeeping.
-            sub = {k: take_rows(v, rows) for k, v in batch.items() if k not in (
-                Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_GLOBAL_OBS, "bootstrap_state_in")}
+            sub = {k: take_rows(v, rows) for k, v in batch.items() if k not in SEGMENT_COLUMNS}
+            sub[GLOBAL_OBS] = step_states[rows]
             starts = np.concatenate([[0], np.cumsum(batch[Columns.SEQ_LENS])[:-1]])
             mine = np.flatnonzero(index[starts] == i)
             sub[Columns.SEQ_LENS] = np.asarray(batch[Columns.SEQ_LENS])[mine]
             sub[BOOTSTRAP_OBS] = take_rows(batch[BOOTSTRAP_OBS], mine)
             chunks = segment_sequences(sub, seq_len)
             states = segment_sequences({**sub, Columns.OBS: sub[GLOBAL_OBS],
-                                        BOOTSTRAP_OBS: take_rows(batch[BOOTSTRAP_GLOBAL_OBS], mine)}, seq_len)
+                                        BOOTSTRAP_OBS: boot_states[mine]}, seq_len)
             chunks[STATE] = states[Columns.OBS].astype(np.float32)
             first = _chunk_starts(sub[Columns.SEQ_LENS], seq_len)
             keys = np.empty(len(first), _KEY)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from marl.core.columns import AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS, GLOBAL_OBS, Columns
+from marl.core.columns import AGENT_INDEX, GLOBAL_INDEX, GLOBAL_OBS, Columns, bootstrap_global_rows, global_rows
 from marl.core.constants import ModuleID
 from marl.models.central_critic import central_critic_id
 
@@ -28,6 +28,11 @@ class MAPPOTorchLearner(PPOTorchLearner):
     @classmethod
     def rl_module_required_apis(cls) -> List[type]:
         return []  # the policies need no value function of their own
+
+    def build(self) -> None:
+        super().build()
+        if not hasattr(self, "_global_tables"):
+            self._global_tables: Dict[ModuleID, torch.Tensor] = {}
 
     def critic_of(self, module_id: ModuleID) -> Optional[ModuleID]:
         """The critic module valuing ``module_id``'s agents (None: the policy's own values)."""
@@ -49,23 +54,28 @@ class MAPPOTorchLearner(PPOTorchLearner):
             return super().sample_values(samples)
         out = {}
         for mid, b in samples.items():
-            for column in (GLOBAL_OBS, AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS):
+            for column in (GLOBAL_OBS, AGENT_INDEX):
                 if column not in b:
                     raise KeyError(f"the samples of {mid!r} have no {column!r}: the env runners did not "
                                    "record global inputs (build MAPPO through MAPPOConfig)")
             critic = self.module[self.critic_of(mid)]
             index = np.asarray(b[AGENT_INDEX])
             starts = np.concatenate([[0], np.cumsum(b[Columns.SEQ_LENS])[:-1]]).astype(np.int64)
-            values = _chunked_values(critic, np.asarray(b[GLOBAL_OBS]), index)
-            boot = _chunked_values(critic, np.asarray(b[BOOTSTRAP_GLOBAL_OBS]), index[starts])
+            values = _chunked_values(critic, np.asarray(global_rows(b)), index)
+            boot = _chunked_values(critic, np.asarray(bootstrap_global_rows(b)), index[starts])
             out[mid] = (values, boot)
+            # The train batches carry GLOBAL_INDEX per step; the table (one row per env
+            # step, shared by all modules) stays here and is indexed per minibatch.
+            self._global_tables[mid] = torch.as_tensor(np.asarray(b[GLOBAL_OBS]))
         return out
 
     def train_values(self, module_id: ModuleID, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
         critic = self.critic_of(module_id)
         if critic is None:
             return super().train_values(module_id, batch, fwd_out)
-        return self.module[critic].compute_values(batch)
+        inputs = {AGENT_INDEX: batch[AGENT_INDEX], GLOBAL_OBS: self._global_tables[module_id][batch[GLOBAL_INDEX]]
+                  if GLOBAL_INDEX in batch else batch[GLOBAL_OBS]}
+        return self.module[critic].compute_values(inputs)
 
 
 def _chunked_values(critic: Any, global_obs: np.ndarray, index: np.ndarray) -> np.ndarray:

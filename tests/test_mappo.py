@@ -21,7 +21,9 @@ from marl import (
     RLModule,
 )
 from marl.algorithms.algorithm_config import ConfigError
-from marl.core.columns import AGENT_INDEX, BOOTSTRAP_GLOBAL_OBS, GLOBAL_OBS, Columns
+from marl.core.columns import (
+    AGENT_INDEX, BOOTSTRAP_GLOBAL_INDEX, GLOBAL_INDEX, GLOBAL_OBS, Columns, bootstrap_global_rows, global_rows,
+)
 from marl.core.constants import DEFAULT_MODULE_ID
 from tests.test_env_runner_support import SCRIPT, ScriptedEnv, make_runner, segments
 
@@ -67,11 +69,11 @@ def test_the_critic_input_of_every_row_is_the_global_input_at_that_step(kind, ex
         obs = batch[Columns.OBS]
         for row in range(len(obs)):
             agent_index, t = int(obs[row, 0]), int(obs[row, 1])
-            np.testing.assert_array_equal(batch[GLOBAL_OBS][row], expected(t))
+            np.testing.assert_array_equal(global_rows(batch)[row], expected(t))
             assert batch[AGENT_INDEX][row] == agent_index
         for i, (start, end) in enumerate(segments(batch)):
             last_t = int(obs[end - 1, 1])
-            boot = batch[BOOTSTRAP_GLOBAL_OBS][i]
+            boot = bootstrap_global_rows(batch)[i]
             if batch[Columns.TERMINATEDS][end - 1]:
                 continue  # bootstraps from 0: whatever is stored is never used
             # truncated: the state at the final observation; cut by the call: at the next one.
@@ -83,7 +85,7 @@ def test_the_critic_input_of_every_row_is_the_global_input_at_that_step(kind, ex
 def test_agents_without_an_observation_are_zeros_with_a_zero_mask_bit():
     runner = make_runner(ScriptedStateEnv, global_input="joint_obs")
     batch = runner.sample(num_episodes=1)[0][DEFAULT_MODULE_ID]
-    obs, joint = batch[Columns.OBS], batch[GLOBAL_OBS]
+    obs, joint = batch[Columns.OBS], global_rows(batch)
     # At t=6 only c acts: a (final observation at t=3), b (t=5) and late (t=5) are gone.
     row = int(np.flatnonzero((obs[:, 1] == 6))[0])
     np.testing.assert_array_equal(joint[row, -4:], [0.0, 0.0, 1.0, 0.0])
@@ -104,7 +106,38 @@ def test_state_asked_of_an_env_without_state_names_the_env():
 
 def test_without_a_central_critic_nothing_extra_is_recorded():
     batch = make_runner(ScriptedStateEnv).sample(num_timesteps=6)[0][DEFAULT_MODULE_ID]
-    assert GLOBAL_OBS not in batch and AGENT_INDEX not in batch and BOOTSTRAP_GLOBAL_OBS not in batch
+    assert GLOBAL_OBS not in batch and AGENT_INDEX not in batch and GLOBAL_INDEX not in batch
+
+
+@pytest.mark.parametrize("runners", [0, 2])
+def test_batches_hold_one_global_input_per_env_step_shared_by_every_module(runners):
+    from envs.worker_pool import EnvRunnerGroup
+    from envs.registry import make_env_creator
+    from marl import MultiRLModuleSpec, RLModuleSpec
+    from marl.algorithms.module_setup import agent_id_as_module_id
+    from marl.models import DefaultActorTorchRLModule
+
+    creator = make_env_creator(SPREAD, {"N": 3, "max_cycles": 5})
+    spec = MultiRLModuleSpec(rl_module_specs={a: RLModuleSpec(module_class=DefaultActorTorchRLModule,
+                                                              model_config={"fcnet_hiddens": [8]})
+                                              for a in ("agent_0", "agent_1", "agent_2")})
+    group = EnvRunnerGroup(runners, dict(env_creator=creator, module_spec=spec, num_envs=2,
+                                         policy_mapping_fn=agent_id_as_module_id, global_input="state", seed=0,
+                                         rollout_fragment_length=6))
+    try:
+        samples, _ = group.sample(24)
+    finally:
+        group.stop()
+    tables = {id(b[GLOBAL_OBS]) for b in samples.values()}
+    assert len(tables) == 1  # one table, the same object in all three per-agent batches
+    table = next(iter(samples.values()))[GLOBAL_OBS]
+    assert len(table) <= 24 + 2 * 2 * (1 + max(1, runners)) + 1  # env steps (+ bootstrap states + zeros)
+    for b in samples.values():
+        # mpe2's state is the agents' observations side by side: row i of agent k's batch
+        # must point at a state whose k-th block is its own observation.
+        k = int(b[AGENT_INDEX][0])
+        np.testing.assert_array_equal(global_rows(b)[:, 18 * k:18 * (k + 1)], b[Columns.OBS])
+        assert len(b[BOOTSTRAP_GLOBAL_INDEX]) == len(b[Columns.SEQ_LENS])
 
 
 # ------------------------------------------------------------------ algorithm
@@ -146,7 +179,7 @@ def test_gae_and_the_value_loss_use_the_critic_not_the_policys_value_head(monkey
         batch = samples[DEFAULT_MODULE_ID]
         critic = algo.get_module(None)["central_critic"]
         with torch.no_grad():
-            expected = critic.compute_values({GLOBAL_OBS: torch.as_tensor(batch[GLOBAL_OBS]),
+            expected = critic.compute_values({GLOBAL_OBS: torch.as_tensor(global_rows(batch)),
                                               AGENT_INDEX: torch.as_tensor(batch[AGENT_INDEX])}).numpy()
         values, boot = learner.sample_values(samples)[DEFAULT_MODULE_ID]
         np.testing.assert_allclose(values, expected, rtol=1e-6)

@@ -79,12 +79,12 @@ def test_joint_rows_hold_every_agent_of_one_env_step_with_state_and_team_reward(
         np.testing.assert_array_equal(rows[NEXT_STATE],
                                       np.concatenate([rows[Columns.NEXT_OBS][a] for a in AGENTS], -1))
         # The team reward: the agents' rewards at the same (episode, step), summed.
-        from marl.core.columns import ENV_EPISODE_ID, ENV_T, GLOBAL_OBS
+        from marl.core.columns import ENV_EPISODE_ID, ENV_T, global_rows
 
         batch = samples["default_policy"]
         team, state_of = {}, {}
         for e, t, r, g in zip(batch[ENV_EPISODE_ID].tolist(), batch[ENV_T].tolist(),
-                              batch[Columns.REWARDS].tolist(), batch[GLOBAL_OBS]):
+                              batch[Columns.REWARDS].tolist(), global_rows(batch)):
             team[(e, t)] = team.get((e, t), 0.0) + r
             state_of[g.tobytes()] = (e, t)
         expected = [team[state_of[rows[STATE][i].tobytes()]] for i in range(n)]

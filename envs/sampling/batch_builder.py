@@ -16,6 +16,7 @@ from marl.core.columns import BOOTSTRAP_GLOBAL_OBS, BOOTSTRAP_OBS, BOOTSTRAP_STA
 from marl.core.nested import take_rows, zeros_like_rows
 
 from envs.sampling.episode_metrics import episode_metrics
+from envs.sampling.global_table import share_global_inputs
 from envs.sampling.slots import EnvState, ModuleInfo
 
 
@@ -61,6 +62,8 @@ class BatchBuilder:
                 st.row[s] = r
         self._dropped_eps.clear()
         self._trunc_boot.clear()
+        if self._global_input is not None:
+            share_global_inputs(batches)
         return batches
 
     def _module_batch(self, module_id: str, info: ModuleInfo, order: np.ndarray, explore: bool,

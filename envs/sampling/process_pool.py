@@ -36,6 +36,7 @@ import numpy as np
 from marl.core.nested import concat_nested, state_to_torch
 
 from envs.sampling.episode_metrics import merge_metrics
+from envs.sampling.global_table import merge_global_tables
 from envs.sampling.runner import DEFAULT_SAMPLE_TIMEOUT_S, MultiAgentEnvRunner
 from envs.sampling.worker import (
     _check_picklable,
@@ -381,4 +382,5 @@ def merge_batches(batches: Sequence[Mapping[str, Mapping[str, Any]]]) -> Dict[st
             continue
         columns = [c for c in parts[0] if all(c in p for p in parts)]
         merged[module_id] = {c: concat_nested([p[c] for p in parts]) for c in columns}
+    merge_global_tables(batches, merged)  # one table of global inputs, indices moved per runner
     return merged

@@ -53,10 +53,16 @@ class Columns:
 BOOTSTRAP_OBS = "bootstrap_obs"
 #: Per segment (stateful modules), the recurrent state to feed with ``BOOTSTRAP_OBS``.
 BOOTSTRAP_STATE_IN = "bootstrap_state_in"
-#: Per step, when a centralised critic asks for it: the env's global input at
-#: that step (``env.state()`` or every agent's observation with a presence
-#: mask; ``envs.sampling.global_inputs``).
+#: When a centralised critic asks for it: the env's global input (``env.state()``
+#: or every agent's observation with a presence mask; ``envs.sampling.global_inputs``).
+#: Inside the env runner one row per agent step; in the batches ``sample()``
+#: returns a table with ONE row per env step, shared by every row of that step
+#: in every module (the same array object in each module's batch), indexed by
+#: ``GLOBAL_INDEX`` (per step) and ``BOOTSTRAP_GLOBAL_INDEX`` (per segment).
+#: ``global_rows(batch)`` gives the per-step rows.
 GLOBAL_OBS = "global_obs"
+GLOBAL_INDEX = "global_index"
+BOOTSTRAP_GLOBAL_INDEX = "bootstrap_global_index"
 #: Per step, with ``GLOBAL_OBS``: the acting agent's index in ``possible_agents``.
 AGENT_INDEX = "agent_index"
 #: Per step, with ``GLOBAL_OBS``: which env episode and which step of it the row
@@ -65,5 +71,20 @@ ENV_EPISODE_ID = "env_episode_id"
 ENV_T = "env_t"
 #: Per segment, the global input after the segment's last step.
 BOOTSTRAP_GLOBAL_OBS = "bootstrap_global_obs"
-#: Columns that describe segments rather than steps.
-SEGMENT_COLUMNS = (Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, BOOTSTRAP_GLOBAL_OBS)
+#: Columns that describe segments rather than steps (or, for the table of global
+#: inputs, env steps), so minibatching never slices them with the step columns.
+SEGMENT_COLUMNS = (Columns.SEQ_LENS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, BOOTSTRAP_GLOBAL_OBS,
+                   BOOTSTRAP_GLOBAL_INDEX, GLOBAL_OBS)
+
+
+def global_rows(batch: dict):
+    """The global input of every step row of a sampled batch (``GLOBAL_OBS[GLOBAL_INDEX]``)."""
+    table = batch[GLOBAL_OBS]
+    return table[batch[GLOBAL_INDEX]] if GLOBAL_INDEX in batch else table
+
+
+def bootstrap_global_rows(batch: dict):
+    """The global input after every segment (``GLOBAL_OBS[BOOTSTRAP_GLOBAL_INDEX]``)."""
+    if BOOTSTRAP_GLOBAL_INDEX in batch:
+        return batch[GLOBAL_OBS][batch[BOOTSTRAP_GLOBAL_INDEX]]
+    return batch[BOOTSTRAP_GLOBAL_OBS]
