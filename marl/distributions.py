@@ -39,7 +39,7 @@ from __future__ import annotations
 import abc
 import copyreg
 import math
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import numpy as np
@@ -557,18 +557,37 @@ class TorchSquashedGaussian(Distribution):
         return self._squash(self._dist.rsample(torch.Size(sample_shape)))
 
     def logp(self, actions: torch.Tensor) -> torch.Tensor:
+        """Density of squashed actions, the pre-squash value recovered with ``atanh`` in
+        float64, so it is exact for every action its dtype can hold strictly inside
+        the bounds. An action that rounded onto a bound (float32 does so for
+        ``|x| > 9``) is read as the nearest value its dtype holds inside, which
+        keeps the result finite; ``rsample_and_logp()``, which never inverts the
+        squash, is exact there too."""
         actions = _reshape_actions(actions, self._dist.event_shape).to(self.loc.dtype)
         half_range = (self.high - self.low) / 2.0
-        u = (actions - self.low) / half_range - 1.0
-        eps = torch.finfo(u.dtype).eps
-        u = u.clamp(-1.0 + eps, 1.0 - eps)
-        x = torch.atanh(u)
-        # log |d tanh(x)/dx| = log(1 - tanh(x)^2), in the overflow-free form torch uses.
+        u = ((actions.double() - self.low.double()) / half_range.double() - 1.0)
+        inside = torch.finfo(self.loc.dtype).eps / 2.0  # the dtype's spacing just below 1
+        x = torch.atanh(u.clamp(-1.0 + inside, 1.0 - inside)).to(self.loc.dtype)
+        return self._logp_of_presquash(x)
+
+    def _logp_of_presquash(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x) - log |d squash / dx|`` with ``log(1 - tanh(x)^2)`` in its overflow-free form."""
+        half_range = (self.high - self.low) / 2.0
         log_det_tanh = 2.0 * (math.log(2.0) - x - torch.nn.functional.softplus(-2.0 * x))
         per_dim = self._normal.log_prob(x) - log_det_tanh - torch.log(half_range)
         if self._event_ndims:
             per_dim = per_dim.sum(dim=tuple(range(-self._event_ndims, 0)))
         return per_dim
+
+    def rsample_and_logp(self, sample_shape: SampleShape = ()) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised sample and its log-density, from the pre-squash sample itself.
+
+        What SAC's actor and entropy terms need: no ``atanh`` of a (possibly
+        saturated) action, so the density is exact however far into the tanh's
+        flat tails the sample lies.
+        """
+        x = self._dist.rsample(torch.Size(sample_shape))
+        return self._squash(x), self._logp_of_presquash(x)
 
     def entropy(self) -> torch.Tensor:
         raise NotImplementedError(

@@ -1,5 +1,6 @@
 """Action distributions: agreement with torch.distributions, shapes, dtypes and defaults."""
 
+import math
 import pickle
 
 import gymnasium as gym
@@ -440,3 +441,53 @@ def test_partial_kwargs_can_be_overridden_per_call():
     cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=[2, 2])
     assert cls.from_logits(torch.randn(B, 5), input_lens=[2, 3]).sample().shape == (B, 2)
     assert cls.from_logits(torch.randn(B, 6), input_lens=[1, 2, 3]).sample().shape == (B, 3)
+
+
+# ------------------------------------------------- squashed gaussian near the bounds
+def _reference_logp(x, loc, std, low, high):
+    """float64 change of variables: log N(x) - log(1 - tanh(x)^2) - log((high - low) / 2)."""
+    x = x.double()
+    log_normal = -0.5 * ((x - loc) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return log_normal - torch.log1p(-torch.tanh(x) ** 2) - math.log((high - low) / 2)
+
+
+def test_squashed_gaussian_density_matches_a_histogram_of_its_samples():
+    torch.manual_seed(0)
+    dist = TorchSquashedGaussian(torch.tensor([[1.2]]), torch.tensor([[0.6]]), low=-2.0, high=3.0)
+    actions = dist.sample((400_000,)).reshape(-1)
+    edges = torch.linspace(-2.0, 3.0, 51)
+    counts = torch.histc(actions, bins=50, min=-2.0, max=3.0)
+    width = float(edges[1] - edges[0])
+    # The density averaged over each bin (40 points per bin), against the share of samples in it.
+    points = edges[:-1, None] + (torch.arange(40) + 0.5)[None, :] * width / 40
+    density = torch.exp(dist.logp(points.reshape(-1, 1, 1))).reshape(50, 40).mean(dim=1)
+    empirical = counts / counts.sum() / width
+    busy = counts > 2000  # bins with enough samples for a 5% comparison
+    assert busy.sum() > 10
+    torch.testing.assert_close(density[busy], empirical[busy].float(), rtol=0.06, atol=0.0)
+
+
+def test_a_saturated_squashed_gaussian_has_its_true_positive_density():
+    loc, log_std = 10.0, -2.0
+    dist = TorchSquashedGaussian(torch.full((1000, 1), loc), torch.full((1000, 1), math.exp(log_std)))
+    torch.manual_seed(1)
+    actions, logp = dist.rsample_and_logp()
+    torch.manual_seed(1)
+    x = dist._dist.rsample()
+    reference = _reference_logp(x, loc, math.exp(log_std), -1.0, 1.0).reshape(-1)
+    torch.testing.assert_close(logp.double(), reference, rtol=1e-4, atol=1e-3)
+    assert (logp > 10).all()  # a spike at the bound: a large positive log-density, not ~-365
+    # logp(action) stays finite for actions rounded onto the bound, and exact just inside.
+    assert torch.isfinite(dist.logp(actions)).all()
+    inside = TorchSquashedGaussian(torch.tensor([[4.0]]), torch.tensor([[0.5]]))
+    x_in = torch.tensor([[[4.2]]])
+    torch.testing.assert_close(inside.logp(torch.tanh(x_in)).double().reshape(-1),
+                               _reference_logp(x_in, 4.0, 0.5, -1.0, 1.0).reshape(-1), rtol=1e-3, atol=1e-3)
+
+
+def test_rsample_and_logp_is_differentiable_in_the_parameters():
+    loc = torch.tensor([[0.5, -0.3]], requires_grad=True)
+    dist = TorchSquashedGaussian(loc, torch.tensor([[0.4, 0.9]]))
+    actions, logp = dist.rsample_and_logp()
+    (actions.sum() + logp.sum()).backward()
+    assert torch.isfinite(loc.grad).all() and loc.grad.abs().sum() > 0

@@ -264,13 +264,22 @@ def test_shared_encoder_setup_trains_with_vpg_and_single_optimizer():
     algo.stop()
 
 
-def test_required_apis_of_the_default_learner():
-    # The guide asks SACConfig; PPO is this project's first algorithm.
-    from marl import PPOConfig, ValueFunctionAPI
+def test_required_apis_of_the_default_learner(capsys):
+    # The guide's example, unmodified but for the import rewrite.
+    from marl import SACConfig
+    # Print out the abstract APIs, you need to subclass from and whose
+    # abstract methods you need to implement, besides the ``setup()`` and ``_forward_..()``
+    # methods.
+    print(
+    SACConfig()
+    .get_default_learner_class()
+    .rl_module_required_apis()
+    )
+    from marl import PPOConfig, QNetAPI, TargetNetworkAPI, ValueFunctionAPI
 
-    apis = PPOConfig().get_default_learner_class().rl_module_required_apis()
-    print(apis)
-    assert apis == [ValueFunctionAPI]
+    assert "QNetAPI" in capsys.readouterr().out
+    assert SACConfig().get_default_learner_class().rl_module_required_apis() == [QNetAPI, TargetNetworkAPI]
+    assert PPOConfig().get_default_learner_class().rl_module_required_apis() == [ValueFunctionAPI]
 
 
 def test_loading_a_module_checkpoint_into_a_running_algorithm(tmp_path):

@@ -5,7 +5,8 @@ from marl.algorithms.dqn import DQN, DQNConfig
 from marl.algorithms.mappo import MAPPO, MAPPOConfig
 from marl.algorithms.ppo import PPO, PPOConfig
 from marl.algorithms.qmix import QMIX, QMIXConfig
+from marl.algorithms.sac import SAC, SACConfig
 from marl.algorithms.vpg import VPG, VPGConfig
 
-__all__ = ["Algorithm", "AlgorithmConfig", "ConfigError", "DQN", "DQNConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "QMIX", "QMIXConfig", "VPG",
+__all__ = ["Algorithm", "AlgorithmConfig", "ConfigError", "DQN", "DQNConfig", "MAPPO", "MAPPOConfig", "PPO", "PPOConfig", "QMIX", "QMIXConfig", "SAC", "SACConfig", "VPG",
            "VPGConfig"]

@@ -6,6 +6,7 @@ from marl.models.default_bc_rl_module import DefaultBCTorchRLModule
 from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule
 from marl.models.default_model_config import DefaultModelConfig, resolve_default_model_config
 from marl.models.default_ppo_rl_module import DefaultPPOTorchRLModule
+from marl.models.default_sac_rl_module import DefaultSACTorchRLModule
 from marl.models.mixers import MIXER_ID, QMixer, VDNMixer
 from marl.models.mlp import build_mlp
 from marl.models.shared_encoder import (
@@ -23,6 +24,7 @@ __all__ = [
     "DefaultPPOTorchRLModule",
     "DefaultBCTorchRLModule",
     "DefaultDQNTorchRLModule",
+    "DefaultSACTorchRLModule",
     "resolve_default_model_config",
     "build_mlp",
     "MIXER_ID",

@@ -1,0 +1,114 @@
+"""SAC's losses (RLlib's ``SACTorchLearner``, continuous actions) in one backward pass.
+
+- critics: Huber error of ``Q_i(s, a)`` against
+  ``r + gamma^k (1 - terminated) (min_i Q'_i(s', a') - alpha logp(a'|s'))``,
+  ``a'`` sampled from the current actor, weighted by the replay weights;
+- actor: ``mean(alpha logp(a~|s) - min_i Q_i(s, a~))`` with ``a~`` a
+  reparameterised sample and its density from ``rsample_and_logp`` (exact at
+  saturation); the critics are read with detached parameters, so this loss
+  moves the actor only;
+- entropy: ``-mean(log_alpha (logp(a~|s) + target_entropy))``, the target
+  ``-dim(A)`` for ``target_entropy="auto"``.
+
+RLlib steps three optimizers (``actor_lr`` 3e-5, ``critic_lr`` 3e-4,
+``alpha_lr`` 3e-4); here one Adam per module with those three parameter
+groups, each loss reaching only its own group, so the steps are the same.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from marl.core.apis import QNetAPI, TargetNetworkAPI
+from marl.core.columns import Columns
+from marl.core.constants import ModuleID
+from marl.distributions import TorchSquashedGaussian
+from marl.models.default_sac_rl_module import QF_PREDS, QF_TWIN_PREDS
+
+from learners.dqn_learner import DQNTorchLearner
+from learners.replay_buffer import WEIGHTS
+from learners.transitions import N_STEP
+
+
+def target_entropy_of(config: Any, module: Any) -> float:
+    value = getattr(config, "target_entropy", "auto")
+    return -float(module.act_dim) if value in ("auto", None) else float(value)
+
+
+class SACTorchLearner(DQNTorchLearner):
+    """Twin-critic SAC with automatic entropy tuning; targets move by ``tau`` (the DQN rule)."""
+
+    @classmethod
+    def rl_module_required_apis(cls) -> List[type]:
+        return [QNetAPI, TargetNetworkAPI]
+
+    def configure_optimizers_for_module(self, module_id: ModuleID, config: Any) -> None:
+        module = self.module[module_id]
+        critics = [p for name, p in module.named_parameters()
+                   if p.requires_grad and name.split(".")[0] in ("qf", "qf_twin")]
+        groups = [
+            {"params": list(module.pi.parameters()), "lr": config.actor_lr, "name": "actor"},
+            {"params": critics, "lr": config.critic_lr, "name": "critic"},
+            {"params": [module.log_alpha], "lr": config.alpha_lr, "name": "alpha"},
+        ]
+        try:
+            optimizer = torch.optim.Adam(groups, fused=True)
+        except (RuntimeError, ValueError):
+            optimizer = torch.optim.Adam(groups)
+        self.register_optimizer(module_id, "default_optimizer", optimizer)
+
+    def compute_loss_for_module(self, module_id: ModuleID, config: Any, batch: Dict[str, Any],
+                                fwd_out: Dict[str, Any]) -> torch.Tensor:
+        module = self.module[module_id]
+        log_alpha = module.log_alpha
+        alpha = log_alpha.exp().detach()
+        dist = TorchSquashedGaussian.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        actions_new, logp_new = dist.rsample_and_logp()
+
+        q = module.compute_q_values(batch)
+        with torch.no_grad():
+            next_dist = TorchSquashedGaussian.from_logits(module.action_dist_inputs(batch[Columns.NEXT_OBS]))
+            actions_next, logp_next = next_dist.rsample_and_logp()
+            target_q = module.forward_target({Columns.OBS: batch[Columns.NEXT_OBS], Columns.ACTIONS: actions_next})
+            q_next = target_q[QF_PREDS]
+            if QF_TWIN_PREDS in target_q:
+                q_next = torch.minimum(q_next, target_q[QF_TWIN_PREDS])
+            discount = torch.as_tensor(config.gamma, dtype=q_next.dtype) ** batch[N_STEP].to(q_next.dtype)
+            target = batch[Columns.REWARDS] + discount * (1.0 - batch[Columns.TERMINATEDS].to(q_next.dtype)) * (
+                q_next - alpha * logp_next)
+        weights = batch.get(WEIGHTS)
+        weights = torch.ones_like(target) if weights is None else weights
+        critic_loss = (weights * nn.functional.huber_loss(q[QF_PREDS], target, reduction="none")).mean()
+        td_error = (q[QF_PREDS] - target).abs()
+        if QF_TWIN_PREDS in q:
+            critic_loss = critic_loss + (weights * nn.functional.huber_loss(
+                q[QF_TWIN_PREDS], target, reduction="none")).mean()
+            td_error = 0.5 * (td_error + (q[QF_TWIN_PREDS] - target).abs())
+
+        # The actor's Q: the critics' current weights, detached, so only the actor moves.
+        frozen = {k: v.detach() for k, v in module.named_parameters() if k.split(".")[0] in ("qf", "qf_twin")}
+        q_new = self._frozen_q(module, frozen, batch[Columns.OBS], actions_new)
+        actor_loss = (alpha * logp_new - q_new).mean()
+        alpha_loss = -(log_alpha * (logp_new.detach() + target_entropy_of(config, module))).mean()
+        self.last_td_errors[module_id] = td_error.detach()
+        self.register_metrics(module_id, {
+            "qf_loss": critic_loss.detach(), "policy_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(),
+            "alpha_value": alpha, "log_alpha_value": log_alpha.detach(), "logp_mean": logp_new.detach().mean(),
+            "qf_mean": q[QF_PREDS].detach().mean(), "td_error_mean": td_error.detach().mean(),
+        })
+        return critic_loss + actor_loss + alpha_loss
+
+    @staticmethod
+    def _frozen_q(module: Any, frozen: Dict[str, torch.Tensor], obs: torch.Tensor,
+                  actions: torch.Tensor) -> torch.Tensor:
+        """``min_i Q_i(s, a)`` with the critics' parameters detached (gradient to ``a`` only)."""
+        x = torch.cat([torch.as_tensor(obs).float(), actions.reshape(-1, module.act_dim)], dim=-1)
+        q = functional_call(module.qf, {k[len("qf."):]: v for k, v in frozen.items() if k.startswith("qf.")}, (x,))
+        if module.qf_twin is not None:
+            twin = functional_call(module.qf_twin, {k[len("qf_twin."):]: v for k, v in frozen.items()
+                                                    if k.startswith("qf_twin.")}, (x,))
+            q = torch.minimum(q, twin)
+        return q.squeeze(-1)

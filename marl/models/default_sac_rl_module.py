@@ -1,0 +1,132 @@
+"""The default SAC module: a squashed-Gaussian actor, twin Q critics, their targets, log-alpha.
+
+- Actor: MLP (``fcnet_*``) -> mean and log-std per action dimension (log-std
+  clamped to [-20, 2]), read as ``TorchSquashedGaussian`` on [-1, 1]; the env
+  runners rescale [-1, 1] to the env's Box bounds (``normalize_actions``).
+- Critics: ``Q(s, a)`` MLPs on the observation and action side by side, a
+  twin (``twin_q``) and target copies of both, built in ``setup()``.
+- ``log_alpha``: the entropy coefficient's log, a parameter of the module so
+  that checkpoints and weight syncs carry it.
+
+``compute_q_values(batch)`` gives ``QF_PREDS`` (and ``QF_TWIN_PREDS``) of
+``batch[OBS]`` and ``batch[ACTIONS]``; ``forward_target`` the same with the
+target critics. Model config: ``DefaultModelConfig`` keys plus ``twin_q``
+(default True) and ``initial_alpha`` (1.0), which ``SACConfig`` passes in.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Dict, List, Mapping, Tuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from marl.core.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
+from marl.core.columns import Columns
+from marl.core.torch_rl_module import TorchRLModule
+from marl.distributions import TorchSquashedGaussian
+from marl.models.default_model_config import resolve_default_model_config
+from marl.models.mlp import build_mlp
+
+QF_PREDS = "qf_preds"
+QF_TWIN_PREDS = "qf_twin_preds"
+SAC_MODEL_KEYS = ("twin_q", "initial_alpha")
+LOG_STD_BOUNDS = (-20.0, 2.0)
+
+
+def _as_dict(config: Any) -> Dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def build_critic(obs_dim: int, act_dim: int, cfg: Mapping[str, Any]) -> nn.Sequential:
+    return build_mlp(obs_dim + act_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
+                     cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
+                     cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"], output_dim=1)
+
+
+class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyAPI):
+    """Actor, twin critics with targets and the entropy coefficient, for 1-D obs and Box actions."""
+
+    def setup(self) -> None:
+        given = _as_dict(self.model_config)
+        cfg = dict(resolve_default_model_config({k: v for k, v in given.items() if k not in SAC_MODEL_KEYS}))
+        self.twin_q = bool(given.get("twin_q", True))
+        if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
+            raise TypeError(f"{type(self).__name__} needs a 1-D Box observation space; got {self.observation_space}")
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise TypeError(f"{type(self).__name__} needs a Box action space (continuous actions); got "
+                            f"{self.action_space}")
+        self.obs_dim = int(self.observation_space.shape[0])
+        self.act_dim = int(np.prod(self.action_space.shape))
+        self.pi = build_mlp(self.obs_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
+                            cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
+                            cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"],
+                            output_dim=2 * self.act_dim)
+        if self.inference_only:
+            return
+        self.qf = build_critic(self.obs_dim, self.act_dim, cfg)
+        self.qf_twin = build_critic(self.obs_dim, self.act_dim, cfg) if self.twin_q else None
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(float(given.get("initial_alpha", 1.0)))))
+        self.make_target_networks()
+
+    # --- distributions ---
+    def get_exploration_action_dist_cls(self) -> type:
+        return TorchSquashedGaussian
+
+    def get_inference_action_dist_cls(self) -> type:
+        return TorchSquashedGaussian
+
+    def get_train_action_dist_cls(self) -> type:
+        return TorchSquashedGaussian
+
+    def action_dist_inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[mean, clamped log-std]`` of the squashed Gaussian, ``[B, 2 * act_dim]``."""
+        out = self.pi(torch.as_tensor(obs).float())
+        mean, log_std = out.chunk(2, dim=-1)
+        return torch.cat([mean, log_std.clamp(*LOG_STD_BOUNDS)], dim=-1)
+
+    # --- TargetNetworkAPI ---
+    def make_target_networks(self) -> None:
+        self.target_qf = copy.deepcopy(self.qf)
+        self.target_qf_twin = copy.deepcopy(self.qf_twin) if self.qf_twin is not None else None
+        for net in (self.target_qf, self.target_qf_twin):
+            if net is not None:
+                for p in net.parameters():
+                    p.requires_grad_(False)
+
+    def get_target_network_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
+        pairs = [(self.qf, self.target_qf)]
+        if self.qf_twin is not None:
+            pairs.append((self.qf_twin, self.target_qf_twin))
+        return pairs
+
+    def get_non_inference_attributes(self) -> List[str]:
+        return ["qf", "qf_twin", "target_qf", "target_qf_twin", "log_alpha"]
+
+    def forward_target(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+        return self._q(batch, self.target_qf, self.target_qf_twin)
+
+    # --- QNetAPI ---
+    def compute_q_values(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return self._q(batch, self.qf, self.qf_twin)
+
+    def _q(self, batch: Dict[str, Any], qf: nn.Module, twin: Any) -> Dict[str, Any]:
+        x = torch.cat([torch.as_tensor(batch[Columns.OBS]).float(),
+                       torch.as_tensor(batch[Columns.ACTIONS]).float().reshape(-1, self.act_dim)], dim=-1)
+        out = {QF_PREDS: qf(x).squeeze(-1)}
+        if twin is not None:
+            out[QF_TWIN_PREDS] = twin(x).squeeze(-1)
+        return out
+
+    # --- forward passes ---
+    def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+        return {Columns.ACTION_DIST_INPUTS: self.action_dist_inputs(batch[Columns.OBS])}

@@ -1,0 +1,148 @@
+"""SAC / ISAC: target critics, entropy tuning, separate losses, actions within bounds."""
+from __future__ import annotations
+
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from marl import DefaultModelConfig, DefaultSACTorchRLModule, SACConfig
+from marl.algorithms.algorithm_config import ConfigError
+from marl.core.columns import Columns
+
+
+class AsymmetricBoundsEnv(gym.Env):
+    """Observes a counter; actions in Box([0, -5], [1, 5]); records every action it gets."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(np.array([0.0, -5.0], np.float32), np.array([1.0, 5.0], np.float32))
+    seen: list = []
+
+    def __init__(self, config: Optional[dict] = None) -> None:
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        AsymmetricBoundsEnv.seen.append(np.asarray(action, np.float32).copy())
+        self.t += 1
+        reward = -float(np.square(action - np.array([0.5, 2.0])).sum())
+        return np.array([self.t / 10, 0.0], np.float32), reward, False, self.t >= 10, {}
+
+
+def small_config(**training) -> SACConfig:
+    return (SACConfig().environment("Pendulum-v1")
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
+            .training(num_steps_sampled_before_learning_starts=64, train_batch_size_per_learner=32, **training)
+            .reporting(min_sample_timesteps_per_iteration=64).debugging(seed=0))
+
+
+def test_rllib_defaults_and_required_apis():
+    cfg = SACConfig()
+    assert (cfg.tau, cfg.actor_lr, cfg.critic_lr, cfg.alpha_lr, cfg.initial_alpha) == (5e-3, 3e-5, 3e-4, 3e-4, 1.0)
+    assert cfg.twin_q and cfg.target_entropy == "auto" and cfg.train_batch_size_per_learner == 256
+    assert cfg.target_network_update_freq == 0 and cfg.num_steps_sampled_before_learning_starts == 1500
+
+
+def test_target_critics_move_by_exactly_tau_each_update():
+    algo = small_config(tau=0.1).build()
+    try:
+        algo.train()  # fills the buffer and updates
+        module = algo.get_module()
+        before_target = [p.detach().clone() for p in module.target_qf.parameters()]
+        algo._update_once()
+        for t, b, m in zip(module.target_qf.parameters(), before_target, module.qf.parameters()):
+            torch.testing.assert_close(t, 0.9 * b + 0.1 * m)
+    finally:
+        algo.stop()
+
+
+def test_each_loss_moves_only_its_own_parameters():
+    for frozen in ("actor_lr", "critic_lr"):
+        algo = small_config(**{frozen: 1e-30, "alpha_lr": 1e-30}).build()  # one group (and alpha) still
+        try:
+            algo.train()
+            module = algo.get_module()
+            still = module.pi if frozen == "actor_lr" else module.qf
+            moving = module.qf if frozen == "actor_lr" else module.pi
+            before_still = [p.detach().clone() for p in still.parameters()]
+            before_moving = [p.detach().clone() for p in moving.parameters()]
+            alpha = module.log_alpha.detach().clone()
+            for _ in range(3):
+                algo._update_once()
+            # Adam's step is lr-scaled: a 1e-30 learning rate leaves weights bit-identical.
+            assert all(torch.equal(b, p) for b, p in zip(before_still, still.parameters())), frozen
+            assert any(not torch.equal(b, p) for b, p in zip(before_moving, moving.parameters())), frozen
+            assert abs(float(alpha) - float(module.log_alpha.detach())) < 1e-20
+        finally:
+            algo.stop()
+
+
+@pytest.mark.parametrize("target_entropy, direction", [(5.0, 1), (-50.0, -1)])
+def test_the_entropy_coefficient_moves_toward_the_target_entropy(target_entropy, direction):
+    # Target above the policy's entropy: alpha grows (more exploration); far below: alpha shrinks.
+    algo = small_config(target_entropy=target_entropy, alpha_lr=1e-2).build()
+    try:
+        algo.train()
+        module = algo.get_module()
+        before = float(module.log_alpha.detach())
+        for _ in range(10):
+            algo._update_once()
+        assert (float(module.log_alpha.detach()) - before) * direction > 0
+    finally:
+        algo.stop()
+
+
+def test_actions_always_stay_within_the_env_bounds():
+    AsymmetricBoundsEnv.seen = []
+    algo = (SACConfig().environment(AsymmetricBoundsEnv)
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[8]))
+            .training(num_steps_sampled_before_learning_starts=32, train_batch_size_per_learner=32,
+                      initial_alpha=5.0)
+            .reporting(min_sample_timesteps_per_iteration=200).debugging(seed=0)).build()
+    try:
+        module = algo.get_module()
+        with torch.no_grad():  # a wide, saturating policy: samples pile up at the bounds
+            module.pi[-1].bias.copy_(torch.tensor([8.0, -8.0, 2.0, 2.0]))
+        algo.env_runner_group.sync_weights(algo.learner_group.get_weights())
+        algo.train()
+        algo.evaluate()
+    finally:
+        algo.stop()
+    seen = np.stack(AsymmetricBoundsEnv.seen)
+    assert len(seen) >= 200
+    low, high = AsymmetricBoundsEnv.action_space.low, AsymmetricBoundsEnv.action_space.high
+    assert (seen >= low).all() and (seen <= high).all()
+    assert seen[:, 0].max() > 0.9 and seen[:, 1].min() < -4.5  # the bounds are reached, never passed
+
+
+def test_isac_trains_one_module_per_agent_on_continuous_simple_spread():
+    algo = (SACConfig().environment("mpe2.simple_spread_v3",
+                                     env_config={"N": 2, "max_cycles": 10, "continuous_actions": True})
+            .multi_agent(policies={"agent_0", "agent_1"}, policy_mapping_fn=lambda aid, ep, **kw: aid)
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
+            .training(num_steps_sampled_before_learning_starts=40, train_batch_size_per_learner=32)
+            .reporting(min_sample_timesteps_per_iteration=40).debugging(seed=0)).build()
+    try:
+        assert isinstance(algo.get_module("agent_0"), DefaultSACTorchRLModule)
+        result = algo.train()
+        assert {"agent_0", "agent_1"} <= set(result["learners"])
+        assert sorted(algo.replay_buffers) == ["agent_0", "agent_1"]
+    finally:
+        algo.stop()
+
+
+def test_discrete_actions_are_refused_with_the_space_named():
+    with pytest.raises(TypeError, match="needs a Box action space.*Discrete"):
+        SACConfig().environment("CartPole-v1").build()
+
+
+def test_bad_sac_settings_are_named():
+    with pytest.raises(ConfigError, match="actor_lr"):
+        small_config(actor_lr=0.0).build()
+    with pytest.raises(ConfigError, match="initial_alpha"):
+        small_config(initial_alpha=-1.0).build()
