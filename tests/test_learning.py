@@ -197,3 +197,36 @@ def test_recurrent_dqn_learns_cartpole_450_within_100k_steps():
     assert algo.get_module().is_stateful()
     result = train_until(algo, lambda r: r["env_runners"].get("episode_return_mean", 0) >= 450, 100_000)
     assert result["env_runners"]["episode_return_mean"] >= 450
+
+
+# ------------------------------------------------------------ continuous control
+#: SAC settings of the continuous-control tests: [64, 64] relu actor and critics,
+#: one update of 256 per two sampled steps (training_intensity 128), critic and
+#: alpha learning rates 1e-3 and the actor's 3e-4 (RLlib's defaults: 3e-4 / 3e-5).
+SAC_SETTINGS = {"training_intensity": 128, "num_steps_sampled_before_learning_starts": 1000,
+                "actor_lr": 3e-4, "critic_lr": 1e-3, "alpha_lr": 1e-3}
+SAC_MODEL = DefaultModelConfig(fcnet_hiddens=[64, 64], fcnet_activation="relu")
+
+
+def test_sac_learns_pendulum_to_minus_250_within_20k_steps():
+    from marl import SACConfig
+
+    algo = (SACConfig().environment("Pendulum-v1").rl_module(model_config=SAC_MODEL)
+            .training(**SAC_SETTINGS).debugging(seed=0)).build()
+    result = train_until(algo, lambda r: r["env_runners"].get("episode_return_mean", -1e9) >= -250, 20_000)
+    assert result["env_runners"]["episode_return_mean"] >= -250
+
+
+def test_isac_continuous_simple_spread_closes_30_percent_of_the_gap():
+    from marl import SACConfig
+
+    spread = {**SPREAD_CONFIG, "continuous_actions": True}
+    random_return = random_policy_return()  # the discrete one: the same -79 as continuous random play
+    target = random_return + 0.3 * (SIMPLE_SPREAD_REFERENCE_BEST - random_return)
+    algo = (SACConfig().environment("mpe2.simple_spread_v3", env_config=spread)
+            .env_runners(num_envs_per_env_runner=8).rl_module(model_config=SAC_MODEL)
+            .training(**{**SAC_SETTINGS, "training_intensity": 16, "train_batch_size_per_learner": 256,
+                         "num_steps_sampled_before_learning_starts": 2000})
+            .debugging(seed=0)).build()
+    result = train_until(algo, smoothed_return_at_least(target), 100_000)
+    assert result["env_runners"]["smoothed_episode_return_mean"] >= target, (random_return, target)

@@ -35,10 +35,10 @@ import yaml
 
 from scripts.experiment import presets
 
-ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix")
+ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix", "sac")
 #: Value-based algorithms: their modules are Q-networks, so no shared-encoder setup; the
 #: default setup when none is given (IQL: independent learners, one Q-network per agent).
-VALUE_BASED_SETUPS = {"dqn": "shared", "iql": "per-agent", "vdn": "shared", "qmix": "shared"}
+VALUE_BASED_SETUPS = {"dqn": "shared", "iql": "per-agent", "vdn": "shared", "qmix": "shared", "sac": "shared"}
 POLICY_SETUPS = ("shared", "per-agent", "shared-encoder")
 WANDB_MODES = ("online", "offline", "disabled")
 STOP_KEYS = ("stop_iters", "stop_timesteps", "stop_return", "stop_time")
@@ -224,12 +224,13 @@ def _hyperparameter_keys(algo: str) -> List[str]:
 
 
 def make_algorithm_config(algo: str) -> Any:
-    from marl import DQNConfig, MAPPOConfig, PPOConfig, QMIXConfig, VPGConfig
+    from marl import DQNConfig, MAPPOConfig, PPOConfig, QMIXConfig, SACConfig, VPGConfig
 
     if algo in ("vdn", "qmix"):
         return QMIXConfig().training(mixer=algo)
 
-    return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig, "dqn": DQNConfig, "iql": DQNConfig}[algo]()
+    return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig, "dqn": DQNConfig, "iql": DQNConfig,
+            "sac": SACConfig}[algo]()
 
 
 def _epilog() -> str:
@@ -574,7 +575,7 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
     values = dict(presets.GENERIC_DEFAULTS)
     hyperparameters: Dict[str, Any] = {}
     if preset is not None:
-        values["env_config"] = dict(preset.env_config)
+        values["env_config"] = {**preset.env_config, **preset.algo_env_config.get(algo, {})}
         values["model_config"] = dict(preset.model_config)
         if preset.num_envs_per_env_runner is not None:
             values["num_envs_per_env_runner"] = preset.num_envs_per_env_runner
@@ -607,7 +608,8 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
             values["policy_setup"] = VALUE_BASED_SETUPS[algo]
         elif values["policy_setup"] == "shared-encoder":
             raise UsageError(f"argument --policy-setup: shared-encoder builds policy/value heads, but --algo {algo} "
-                             "trains Q-networks; use --policy-setup shared or per-agent")
+                             "trains its own networks (Q-networks, or SAC's actor and critics); use --policy-setup "
+                             "shared or per-agent")
     if values["resume"] is not None and values["eval"] is not None:
         raise UsageError("argument --eval: not allowed with --resume (evaluate the run's checkpoint instead)")
     return RunSpec(**values, hyperparameters=hyperparameters, config=config_file)

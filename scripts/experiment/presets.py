@@ -28,6 +28,8 @@ class EnvPreset:
     model_config: Dict[str, Any] = field(default_factory=dict)
     #: Per algorithm (``"ppo"``, ``"mappo"``, ``"vpg"``): hyperparameters (AlgorithmConfig keys).
     hyperparameters: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: Per algorithm, env_config values over ``env_config`` (SAC needs continuous actions).
+    algo_env_config: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: Stop conditions used when the user gives none (``stop_iters``, ...).
     stop: Dict[str, Any] = field(default_factory=dict)
     num_envs_per_env_runner: Optional[int] = None
@@ -62,14 +64,26 @@ SIMPLE_SPREAD_VALUE_BASED: Dict[str, Any] = {
     "lr": 5e-4,
 }
 
+#: ISAC on continuous simple_spread (measured: README "Continuous control").
+SIMPLE_SPREAD_SAC: Dict[str, Any] = {
+    "train_batch_size_per_learner": 256,
+    "training_intensity": 16,
+    "actor_lr": 3e-4,
+    "critic_lr": 1e-3,
+    "alpha_lr": 1e-3,
+    "num_steps_sampled_before_learning_starts": 2000,
+}
+
 PRESETS: Dict[str, EnvPreset] = {
     DEFAULT_ENV: EnvPreset(
         env_config={"N": 3, "max_cycles": 25, "continuous_actions": False},
+        algo_env_config={"sac": {"continuous_actions": True}},
         model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh", "head_fcnet_hiddens": []},
         hyperparameters={
             "ppo": dict(SIMPLE_SPREAD_PPO),
             "mappo": dict(SIMPLE_SPREAD_PPO),
             **{algo: dict(SIMPLE_SPREAD_VALUE_BASED) for algo in ("dqn", "iql", "vdn", "qmix")},
+            "sac": dict(SIMPLE_SPREAD_SAC),
             "vpg": {
                 "lr": 1e-3,
                 "gamma": 0.95,
