@@ -196,7 +196,7 @@ def test_default_experiment_is_ippo_with_a_shared_encoder_on_simple_spread():
     [
         (["--policy-setup", "bogus"],
          ["argument --policy-setup: invalid choice: 'bogus'", "shared", "per-agent", "shared-encoder"]),
-        (["--algo", "sac"], ["argument --algo: invalid choice: 'sac'", "ppo", "mappo", "qmix"]),
+        (["--algo", "a2c"], ["argument --algo: invalid choice: 'a2c'", "ppo", "mappo", "qmix", "sac"]),
         (["--env-config", "{bad json"], ["argument --env-config", "JSON object"]),
         (["--model-config", '{"fcnet_hidden": [8]}'], ["argument --model-config", "fcnet_hidden", "fcnet_hiddens"]),
         (["--lrr=0.1"], ["argument --lrr", "did you mean 'lr'", "valid keys", "entropy_coeff"]),
