@@ -28,6 +28,11 @@ from learners.transitions import N_STEP, segment_transitions
 
 STATE = "state"
 NEXT_STATE = "new_state"
+#: The key of joint batches (one row per env step, all agents) in a learner update.
+JOINT = "__joint__"
+#: Per-agent rewards and terminations of joint rows (MASAC's per-agent critics).
+AGENT_REWARDS = "agent_rewards"
+AGENT_TERMINATEDS = "agent_terminateds"
 _KEY = np.dtype([("episode", np.int64), ("t", np.int64)])
 
 
@@ -122,6 +127,8 @@ def _team_rows(chosen: List[Dict[str, Any]], agents: Sequence[Any], per_agent: S
     termination (any), and ``shared`` columns (equal for every agent) taken once."""
     names = [str(a) for a in agents]
     rows: Dict[str, Any] = {col: {n: c[col] for n, c in zip(names, chosen)} for col in per_agent}
+    rows[AGENT_REWARDS] = {n: np.asarray(c[Columns.REWARDS], np.float32) for n, c in zip(names, chosen)}
+    rows[AGENT_TERMINATEDS] = {n: np.asarray(c[Columns.TERMINATEDS], bool) for n, c in zip(names, chosen)}
     rows[Columns.REWARDS] = np.sum([c[Columns.REWARDS] for c in chosen], axis=0).astype(np.float32)
     rows[Columns.TERMINATEDS] = np.any([c[Columns.TERMINATEDS] for c in chosen], axis=0)
     rows.update({col: chosen[0][col] for col in shared})

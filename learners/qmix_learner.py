@@ -22,12 +22,10 @@ from marl.models.default_dqn_rl_module import QF_PREDS, masked_q_values
 from marl.models.mixers import MIXER_ID
 
 from learners.dqn_learner import DQNTorchLearner, next_action_mask, sequence_td_loss, transition_td_loss
-from learners.joint_transitions import NEXT_STATE, STATE
+from learners.joint_transitions import JOINT, NEXT_STATE, STATE
 from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
 
-#: The key of joint batches (one row per env step, all agents).
-JOINT = "__joint__"
 
 
 def _cat(parts: List[Any]) -> Any:

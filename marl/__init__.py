@@ -53,6 +53,8 @@ _HOMES = {
     "QMIX": "marl.algorithms",
     "SACConfig": "marl.algorithms",
     "SAC": "marl.algorithms",
+    "MASACConfig": "marl.algorithms",
+    "MASAC": "marl.algorithms",
     "DefaultSACTorchRLModule": "marl.models",
     "VDNMixer": "marl.models",
     "QMixer": "marl.models",

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import numpy as np
-
 from marl.algorithms.algorithm_config import ConfigError, check_choice, check_int
-from marl.core.columns import Columns
-from marl.core.nested import take_rows
 from marl.algorithms.dqn import DQN, DQNConfig
+from marl.algorithms.joint_replay import JointReplayMixin
 from marl.core.multi_rl_module import MultiRLModuleSpec
 from marl.core.rl_module import RLModuleSpec
 
@@ -67,7 +64,7 @@ class QMIXConfig(DQNConfig):
         check_int("hypernet_embed", self.hypernet_embed, 1)
 
 
-class QMIX(DQN):
+class QMIX(JointReplayMixin, DQN):
     """DQN's loop over one joint replay buffer; the loss is the learner's joint TD loss."""
 
     config_class = QMIXConfig
@@ -76,20 +73,6 @@ class QMIX(DQN):
         super().__init__(config)
         self.learner.build()
         self.learner.agent_modules = dict(self._agent_modules)
-        self._num_dropped_steps = 0
-
-    def _inspect_env(self, env: Any) -> None:
-        from envs.sampling.global_inputs import GlobalInput
-        from envs.sampling.episode import EpisodeHandle
-
-        try:
-            self._global = GlobalInput(self.config.state_input, env)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        agents = list(env.possible_agents)
-        episode = EpisodeHandle(id_=-1, env_index=0, agent_ids=list(agents))
-        self._agents = agents
-        self._agent_modules = {str(a): self.policy_mapping_fn(a, episode) for a in agents}
 
     def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
         from marl.models.mixers import MIXER_ID, QMixer, VDNMixer, mixer_observation_space
@@ -108,52 +91,3 @@ class QMIX(DQN):
         )
         spec.rl_module_specs = specs
         return spec
-
-    def _extra_runner_kwargs(self) -> Dict[str, Any]:
-        return {"global_input": self._global.kind}
-
-    def _store(self, samples: Dict[str, Dict[str, Any]]) -> None:
-        from learners.joint_transitions import joint_transitions
-        from learners.qmix_learner import JOINT
-
-        samples = {mid: b for mid, b in samples.items() if len(b.get("seq_lens", []))}
-        if not samples:
-            return
-        if self._seq_lens:
-            from learners.joint_transitions import joint_sequences
-
-            length = min(self._seq_lens.values())
-            rows, dropped = joint_sequences(samples, self._agents, length)
-            if rows:  # chunks no longer than the burn-in train nothing (see DQN._store)
-                keep = np.flatnonzero(rows[Columns.LOSS_MASK].sum(axis=1) > self.config.burn_in_len)
-                rows = {k: take_rows(v, keep) for k, v in rows.items()}
-        else:
-            rows, dropped = joint_transitions(samples, self._agents, self.config.n_step, self.config.gamma)
-        self._num_dropped_steps += dropped
-        if rows:
-            self._buffer_for(JOINT).add(rows)
-
-    def _update_once(self) -> Dict[str, Any]:
-        from learners.qmix_learner import JOINT
-        from learners.replay_buffer import INDICES
-
-        cfg = self.config
-        buffer = self.replay_buffers.get(JOINT)
-        if buffer is None or not len(buffer):
-            return {}
-        length = min(self._seq_lens.values()) if self._seq_lens else 1
-        batch = buffer.sample(max(1, cfg.train_batch_size_per_learner // length))
-        indices = batch.pop(INDICES)
-        learner = self.learner
-        learner.check_module_apis()
-        results = learner.update({JOINT: batch}, minibatch_size=length * len(indices), num_epochs=1)
-        buffer.update_priorities(indices, learner.last_td_errors[JOINT].cpu().numpy())
-        learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
-        self._counters["num_env_steps_trained_lifetime"] += len(indices)
-        return results
-
-    def train(self) -> Dict[str, Any]:
-        result = super().train()
-        for stats in result.get("replay_buffers", {}).values():
-            stats["num_dropped_steps"] = self._num_dropped_steps
-        return result

@@ -11,7 +11,8 @@
 ``compute_q_values(batch)`` gives ``QF_PREDS`` (and ``QF_TWIN_PREDS``) of
 ``batch[OBS]`` and ``batch[ACTIONS]``; ``forward_target`` the same with the
 target critics. Model config: ``DefaultModelConfig`` keys plus ``twin_q``
-(default True) and ``initial_alpha`` (1.0), which ``SACConfig`` passes in.
+(default True), ``initial_alpha`` (1.0) and ``own_critics`` (default True;
+MASAC's actors set it False: their critic is a module of the container).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from marl.models.mlp import build_mlp
 
 QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
-SAC_MODEL_KEYS = ("twin_q", "initial_alpha")
+SAC_MODEL_KEYS = ("twin_q", "initial_alpha", "own_critics")
 LOG_STD_BOUNDS = (-20.0, 2.0)
 
 
@@ -60,6 +61,9 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         given = _as_dict(self.model_config)
         cfg = dict(resolve_default_model_config({k: v for k, v in given.items() if k not in SAC_MODEL_KEYS}))
         self.twin_q = bool(given.get("twin_q", True))
+        if cfg["use_lstm"]:
+            raise NotImplementedError(f"{type(self).__name__}: use_lstm=True is not supported; SAC's default "
+                                      "actor and critics are feed-forward")
         if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
             raise TypeError(f"{type(self).__name__} needs a 1-D Box observation space; got {self.observation_space}")
         if not isinstance(self.action_space, gym.spaces.Box):
@@ -73,9 +77,10 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
                             output_dim=2 * self.act_dim)
         if self.inference_only:
             return
-        self.qf = build_critic(self.obs_dim, self.act_dim, cfg)
-        self.qf_twin = build_critic(self.obs_dim, self.act_dim, cfg) if self.twin_q else None
         self.log_alpha = nn.Parameter(torch.tensor(math.log(float(given.get("initial_alpha", 1.0)))))
+        self.own_critics = bool(given.get("own_critics", True))
+        self.qf = build_critic(self.obs_dim, self.act_dim, cfg) if self.own_critics else None
+        self.qf_twin = build_critic(self.obs_dim, self.act_dim, cfg) if self.twin_q and self.own_critics else None
         self.make_target_networks()
 
     # --- distributions ---
@@ -96,6 +101,9 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
 
     # --- TargetNetworkAPI ---
     def make_target_networks(self) -> None:
+        if self.qf is None:
+            self.target_qf = self.target_qf_twin = None
+            return
         self.target_qf = copy.deepcopy(self.qf)
         self.target_qf_twin = copy.deepcopy(self.qf_twin) if self.qf_twin is not None else None
         for net in (self.target_qf, self.target_qf_twin):
@@ -104,6 +112,8 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
                     p.requires_grad_(False)
 
     def get_target_network_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
+        if self.qf is None:
+            return []
         pairs = [(self.qf, self.target_qf)]
         if self.qf_twin is not None:
             pairs.append((self.qf_twin, self.target_qf_twin))

@@ -35,10 +35,11 @@ import yaml
 
 from scripts.experiment import presets
 
-ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix", "sac")
+ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix", "sac", "masac")
 #: Value-based algorithms: their modules are Q-networks, so no shared-encoder setup; the
 #: default setup when none is given (IQL: independent learners, one Q-network per agent).
-VALUE_BASED_SETUPS = {"dqn": "shared", "iql": "per-agent", "vdn": "shared", "qmix": "shared", "sac": "shared"}
+VALUE_BASED_SETUPS = {"dqn": "shared", "iql": "per-agent", "vdn": "shared", "qmix": "shared", "sac": "shared",
+                      "masac": "per-agent"}
 POLICY_SETUPS = ("shared", "per-agent", "shared-encoder")
 WANDB_MODES = ("online", "offline", "disabled")
 STOP_KEYS = ("stop_iters", "stop_timesteps", "stop_return", "stop_time")
@@ -224,13 +225,13 @@ def _hyperparameter_keys(algo: str) -> List[str]:
 
 
 def make_algorithm_config(algo: str) -> Any:
-    from marl import DQNConfig, MAPPOConfig, PPOConfig, QMIXConfig, SACConfig, VPGConfig
+    from marl import DQNConfig, MAPPOConfig, MASACConfig, PPOConfig, QMIXConfig, SACConfig, VPGConfig
 
     if algo in ("vdn", "qmix"):
         return QMIXConfig().training(mixer=algo)
 
     return {"ppo": PPOConfig, "mappo": MAPPOConfig, "vpg": VPGConfig, "dqn": DQNConfig, "iql": DQNConfig,
-            "sac": SACConfig}[algo]()
+            "sac": SACConfig, "masac": MASACConfig}[algo]()
 
 
 def _epilog() -> str:

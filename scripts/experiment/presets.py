@@ -77,13 +77,14 @@ SIMPLE_SPREAD_SAC: Dict[str, Any] = {
 PRESETS: Dict[str, EnvPreset] = {
     DEFAULT_ENV: EnvPreset(
         env_config={"N": 3, "max_cycles": 25, "continuous_actions": False},
-        algo_env_config={"sac": {"continuous_actions": True}},
+        algo_env_config={"sac": {"continuous_actions": True}, "masac": {"continuous_actions": True}},
         model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh", "head_fcnet_hiddens": []},
         hyperparameters={
             "ppo": dict(SIMPLE_SPREAD_PPO),
             "mappo": dict(SIMPLE_SPREAD_PPO),
             **{algo: dict(SIMPLE_SPREAD_VALUE_BASED) for algo in ("dqn", "iql", "vdn", "qmix")},
             "sac": dict(SIMPLE_SPREAD_SAC),
+            "masac": dict(SIMPLE_SPREAD_SAC),
             "vpg": {
                 "lr": 1e-3,
                 "gamma": 0.95,
