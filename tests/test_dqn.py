@@ -245,6 +245,11 @@ def test_iql_trains_one_buffer_and_one_q_module_per_policy():
         algo.stop()
 
 
+def test_overlapped_sampling_is_refused_for_the_off_policy_loop():
+    with pytest.raises(ConfigError, match="overlap_sampling=True"):
+        small_config().env_runners(num_env_runners=1, overlap_sampling=True).build()
+
+
 def test_bad_dqn_settings_are_named():
     for key, value in (("epsilon", [[0, 1.5]]), ("n_step", 0), ("tau", 0.0), ("td_error_loss_fn", "l1"),
                        ("replay_buffer_config", {"type": "ring"})):

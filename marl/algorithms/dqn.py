@@ -94,6 +94,9 @@ class DQNConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.overlap_sampling:
+            raise _bad_value("overlap_sampling", True, "False for off-policy algorithms",
+                             "their loop already interleaves sampling rounds and replayed updates")
         epsilon = self.epsilon
         if isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
             check_number("epsilon", epsilon, low=0.0, high=1.0)
