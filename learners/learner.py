@@ -377,13 +377,17 @@ class TorchLearner(Learner):
         Metrics registered meanwhile are returned rather than appended, so
         the function has no effect a compiled graph would have to guard on.
         """
+        return self._collecting_metrics(
+            lambda: self.compute_losses(fwd_out=self._forward_train(minibatch), batch=minibatch))
+
+    def _collecting_metrics(self, compute: Any) -> tuple:
+        """``(compute(), metrics it registered)``, the metrics kept in a fresh dict."""
         self._metric_sink = sink = {}
         try:
-            fwd_out = self._forward_train(minibatch)
-            losses = self.compute_losses(fwd_out=fwd_out, batch=minibatch)
+            result = compute()
         finally:
             self._metric_sink = None
-        return losses, sink
+        return result, sink
 
     def _check_losses_finite(self, losses: Dict[ModuleID, torch.Tensor]) -> None:
         """Raise naming every module whose loss is NaN/inf and the terms that are."""

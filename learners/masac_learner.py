@@ -59,11 +59,7 @@ class MASACTorchLearner(SACTorchLearner):
         self._optimizer_modules["__all_modules__/default_optimizer"] = list(self.module.keys())
 
     def _forward_and_losses(self, minibatch: Dict[str, Dict[str, Any]]) -> tuple:
-        self._metric_sink = sink = {}
-        try:
-            loss = self._joint_loss(minibatch[JOINT])
-        finally:
-            self._metric_sink = None
+        loss, sink = self._collecting_metrics(lambda: self._joint_loss(minibatch[JOINT]))
         return {MASAC_CRITIC_ID: loss}, sink
 
     def _policy(self, agent: str, obs: Any) -> TorchSquashedGaussian:

@@ -10,20 +10,17 @@ steps it with the agents' networks, each parameter once.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import torch
-from torch import nn
 
 from marl.core.columns import Columns
 from marl.core.constants import ModuleID
-from marl.core.nested import tree_map
 from marl.models.default_dqn_rl_module import QF_PREDS, masked_q_values
 from marl.models.mixers import MIXER_ID
 
 from learners.dqn_learner import DQNTorchLearner, next_action_mask, sequence_td_loss, transition_td_loss
 from learners.joint_transitions import JOINT, NEXT_STATE, STATE
-from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
 
 
@@ -62,11 +59,7 @@ class QMIXTorchLearner(DQNTorchLearner):
         return out
 
     def _forward_and_losses(self, minibatch: Dict[str, Dict[str, Any]]) -> tuple:
-        self._metric_sink = sink = {}
-        try:
-            loss = self._joint_loss(minibatch[JOINT])
-        finally:
-            self._metric_sink = None
+        loss, sink = self._collecting_metrics(lambda: self._joint_loss(minibatch[JOINT]))
         return {MIXER_ID: loss}, sink
 
     def _joint_loss(self, batch: Dict[str, Any]) -> torch.Tensor:

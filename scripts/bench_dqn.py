@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from envs import MultiAgentCartPole
-from envs.env_runner import MultiAgentEnvRunner
 from envs.sampling.global_inputs import GlobalInput
 from marl import (
     Algorithm,

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from learners.joint_transitions import AGENT_REWARDS, JOINT, joint_transitions
+from learners.joint_transitions import AGENT_REWARDS, joint_transitions
 from marl import DefaultModelConfig, MASACConfig, RLModule
-from marl.algorithms.algorithm_config import ConfigError
 from marl.core.columns import Columns
-from marl.models.masac_critic import JOINT_ACTION, MASAC_CRITIC_ID
+from marl.models.masac_critic import MASAC_CRITIC_ID
 
 SPREAD = {"N": 2, "max_cycles": 10, "continuous_actions": True}
 AGENTS = ["agent_0", "agent_1"]

@@ -11,7 +11,7 @@ from learners.transitions import N_STEP
 from marl import Algorithm, DefaultModelConfig, QMIXConfig, QMixer, VDNMixer
 from marl.algorithms.algorithm_config import ConfigError
 from marl.core.columns import Columns
-from marl.models.mixers import AGENT_QS, STATE as MIXER_STATE, mixer_observation_space
+from marl.models.mixers import mixer_observation_space
 from tests.test_env_runner_support import ScriptedEnv, make_runner
 from tests.test_mappo import ScriptedStateEnv
 
@@ -185,7 +185,6 @@ def test_recurrent_agents_train_on_joint_sequences_with_stored_states():
         obs = rows[Columns.OBS]
         # mpe2's state is the agents' observations side by side, at every step of every chunk,
         # including the observation after the chunk.
-        valid = np.concatenate([rows[Columns.LOSS_MASK], np.ones((len(rows[STATE]), 1), bool)], axis=1)
         joined = np.concatenate([obs[a] for a in AGENTS], axis=-1)
         first_pad = rows[Columns.LOSS_MASK].sum(1)
         for i in range(len(rows[STATE])):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -151,12 +151,13 @@ class DQN(Algorithm):
     # ------------------------------------------------------------ modules
     def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
         """Hand the default DQN modules their ``dueling`` setting."""
-        from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule, _as_dict
+        from marl.models.default_dqn_rl_module import DefaultDQNTorchRLModule
+        from marl.models.default_model_config import model_config_dict
 
         specs: Dict[str, RLModuleSpec] = dict(spec.rl_module_specs)
         for mid, sub in specs.items():
             if isinstance(sub.module_class, type) and issubclass(sub.module_class, DefaultDQNTorchRLModule):
-                sub.model_config = {**_as_dict(sub.model_config), "dueling": self.config.dueling}
+                sub.model_config = {**model_config_dict(sub.model_config), "dueling": self.config.dueling}
         spec.rl_module_specs = specs
         return spec
 
@@ -261,7 +262,6 @@ class DQN(Algorithm):
     def _update_once(self) -> Dict[str, Any]:
         from learners.replay_buffer import INDICES
 
-        cfg = self.config
         learner = self.learner
         trained = set(learner.module_ids_to_train)
         batch = {mid: buf.sample(self._batch_rows(mid)) for mid, buf in self.replay_buffers.items()

@@ -11,7 +11,7 @@ critics of their own; ``get_module(policy)`` acts alone.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 from marl.algorithms.algorithm_config import ConfigError, check_choice
 from marl.algorithms.joint_replay import JointReplayMixin

@@ -21,7 +21,7 @@ env steps (EPyMARL syncs every 200 episodes of 25 steps on MPE).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 from marl.algorithms.algorithm_config import ConfigError, check_choice, check_int
 from marl.algorithms.dqn import DQN, DQNConfig

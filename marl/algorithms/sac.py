@@ -14,7 +14,7 @@ Box bounds (``normalize_actions``, RLlib's default True).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Optional
 
 from marl.algorithms.algorithm_config import check_bool, check_number
 from marl.algorithms.dqn import DQN, DQNConfig
@@ -70,10 +70,11 @@ class SAC(DQN):
 
     def _complete_module_spec(self, spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
         """Hand the default SAC modules ``twin_q`` and ``initial_alpha``."""
-        from marl.models.default_sac_rl_module import DefaultSACTorchRLModule, _as_dict
+        from marl.models.default_model_config import model_config_dict
+        from marl.models.default_sac_rl_module import DefaultSACTorchRLModule
 
         for sub in spec.rl_module_specs.values():
             if isinstance(sub.module_class, type) and issubclass(sub.module_class, DefaultSACTorchRLModule):
-                sub.model_config = {**_as_dict(sub.model_config), "twin_q": self.config.twin_q,
+                sub.model_config = {**model_config_dict(sub.model_config), "twin_q": self.config.twin_q,
                                     "initial_alpha": self.config.initial_alpha}
         return spec

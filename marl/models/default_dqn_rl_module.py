@@ -37,7 +37,7 @@ from marl.core.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from marl.core.columns import Columns
 from marl.core.torch_rl_module import TorchRLModule
 from marl.models.action_masking import apply_action_mask, split_observation_space
-from marl.models.default_model_config import resolve_default_model_config
+from marl.models.default_model_config import model_config_dict, resolve_default_model_config
 from marl.models.encoders import FeatureEncoder
 from marl.models.policy_head import build_head
 from marl.models.action_masking import ACTION_MASK_KEY, OBSERVATION_KEY
@@ -74,8 +74,8 @@ class DefaultDQNTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
 
     def setup(self) -> None:
         cfg = dict(resolve_default_model_config(
-            {k: v for k, v in _as_dict(self.model_config).items() if k not in DQN_MODEL_KEYS}))
-        self.dueling = bool(_as_dict(self.model_config).get("dueling", True))
+            {k: v for k, v in model_config_dict(self.model_config).items() if k not in DQN_MODEL_KEYS}))
+        self.dueling = bool(model_config_dict(self.model_config).get("dueling", True))
         if cfg["use_lstm"] and (cfg["lstm_use_prev_action"] or cfg["lstm_use_prev_reward"]):
             raise NotImplementedError(
                 f"{type(self).__name__}: lstm_use_prev_action / lstm_use_prev_reward are not supported for "
@@ -162,11 +162,3 @@ def _with_state(out: Dict[str, Any], q_out: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _as_dict(config: Any) -> Dict[str, Any]:
-    if config is None:
-        return {}
-    if isinstance(config, Mapping):
-        return dict(config)
-    import dataclasses
-
-    return dataclasses.asdict(config)

@@ -213,3 +213,13 @@ def resolve_default_model_config(
         else:
             resolved[key] = copy.deepcopy(value)
     return resolved
+
+
+def model_config_dict(config: Union[Mapping[str, Any], DefaultModelConfig, None]) -> Dict[str, Any]:
+    """A model config as a plain (unresolved) dict, so algorithm-specific keys can be
+    added to or read from it before ``resolve_default_model_config`` checks the rest."""
+    if config is None:
+        return {}
+    if isinstance(config, DefaultModelConfig):
+        return dataclasses.asdict(config)
+    return dict(config)

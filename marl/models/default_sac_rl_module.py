@@ -29,23 +29,13 @@ from marl.core.apis import InferenceOnlyAPI, QNetAPI, TargetNetworkAPI
 from marl.core.columns import Columns
 from marl.core.torch_rl_module import TorchRLModule
 from marl.distributions import TorchSquashedGaussian
-from marl.models.default_model_config import resolve_default_model_config
+from marl.models.default_model_config import model_config_dict, resolve_default_model_config
 from marl.models.mlp import build_mlp
 
 QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
 SAC_MODEL_KEYS = ("twin_q", "initial_alpha", "own_critics")
 LOG_STD_BOUNDS = (-20.0, 2.0)
-
-
-def _as_dict(config: Any) -> Dict[str, Any]:
-    if config is None:
-        return {}
-    if isinstance(config, Mapping):
-        return dict(config)
-    import dataclasses
-
-    return dataclasses.asdict(config)
 
 
 def build_critic(obs_dim: int, act_dim: int, cfg: Mapping[str, Any]) -> nn.Sequential:
@@ -58,7 +48,7 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
     """Actor, twin critics with targets and the entropy coefficient, for 1-D obs and Box actions."""
 
     def setup(self) -> None:
-        given = _as_dict(self.model_config)
+        given = model_config_dict(self.model_config)
         cfg = dict(resolve_default_model_config({k: v for k, v in given.items() if k not in SAC_MODEL_KEYS}))
         self.twin_q = bool(given.get("twin_q", True))
         if cfg["use_lstm"]:

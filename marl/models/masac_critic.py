@@ -20,8 +20,8 @@ from torch import nn
 from marl.core.apis import TargetNetworkAPI
 from marl.core.columns import AGENT_INDEX, GLOBAL_OBS
 from marl.core.torch_rl_module import TorchRLModule
-from marl.models.default_model_config import resolve_default_model_config
-from marl.models.default_sac_rl_module import QF_PREDS, QF_TWIN_PREDS, _as_dict
+from marl.models.default_model_config import model_config_dict, resolve_default_model_config
+from marl.models.default_sac_rl_module import QF_PREDS, QF_TWIN_PREDS
 from marl.models.mlp import build_mlp
 
 MASAC_CRITIC_ID = "masac_critic"
@@ -43,7 +43,7 @@ class MASACCriticTorchRLModule(TorchRLModule, TargetNetworkAPI):
 
     def setup(self) -> None:
         space = self.observation_space
-        cfg = resolve_default_model_config({k: v for k, v in _as_dict(self.model_config).items()
+        cfg = resolve_default_model_config({k: v for k, v in model_config_dict(self.model_config).items()
                                             if k not in ("twin_q",)})
         self.global_dim = int(space[GLOBAL_OBS].shape[0])
         self.joint_action_dim = int(space[JOINT_ACTION].shape[0])
