@@ -30,7 +30,7 @@ from marl.models.masac_critic import JOINT_ACTION, MASAC_CRITIC_ID
 
 from learners.joint_transitions import AGENT_REWARDS, AGENT_TERMINATEDS, JOINT, NEXT_STATE, STATE
 from learners.replay_buffer import WEIGHTS
-from learners.sac_learner import SACTorchLearner, target_entropy_of
+from learners.sac_learner import SACTorchLearner, _adam, target_entropy_of
 from learners.transitions import N_STEP
 
 
@@ -51,11 +51,7 @@ class MASACTorchLearner(SACTorchLearner):
         groups = [{"params": actor_params, "lr": self.config.actor_lr, "name": "actor"},
                   {"params": critic, "lr": self.config.critic_lr, "name": "critic"},
                   {"params": list({id(a): a for a in alphas}.values()), "lr": self.config.alpha_lr, "name": "alpha"}]
-        try:
-            optimizer = torch.optim.Adam(groups, fused=True)
-        except (RuntimeError, ValueError):
-            optimizer = torch.optim.Adam(groups)
-        self.register_optimizer("__all_modules__", "default_optimizer", optimizer)
+        self.register_optimizer("__all_modules__", "default_optimizer", _adam(groups))
         self._optimizer_modules["__all_modules__/default_optimizer"] = list(self.module.keys())
 
     def _forward_and_losses(self, minibatch: Dict[str, Dict[str, Any]]) -> tuple:

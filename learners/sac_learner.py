@@ -24,13 +24,20 @@ from torch.func import functional_call
 
 from marl.core.apis import QNetAPI, TargetNetworkAPI
 from marl.core.columns import Columns
-from marl.core.constants import ModuleID
+from marl.core.constants import SHARED_ENCODER_ID, ModuleID
 from marl.distributions import TorchSquashedGaussian
 from marl.models.default_sac_rl_module import QF_PREDS, QF_TWIN_PREDS
 
 from learners.dqn_learner import DQNTorchLearner
 from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
+
+
+def _adam(groups: list) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(groups)
 
 
 def target_entropy_of(config: Any, module: Any) -> float:
@@ -45,6 +52,35 @@ class SACTorchLearner(DQNTorchLearner):
     def rl_module_required_apis(cls) -> List[type]:
         return [QNetAPI, TargetNetworkAPI]
 
+    def configure_optimizers(self) -> None:
+        """Per module (``configure_optimizers_for_module``), or, with a shared encoder, one
+        Adam whose critic group also holds the encoder (it learns from the critics)."""
+        if SHARED_ENCODER_ID not in self.module:
+            return super().configure_optimizers()
+        heads = [self.module[m] for m in self.module_ids_to_train]
+        critics = [p for h in heads for name, p in h.named_parameters()
+                   if p.requires_grad and name.split(".")[0] in ("qf", "qf_twin")]
+        encoder = [p for p in self.module[SHARED_ENCODER_ID].parameters() if p.requires_grad]
+        groups = [{"params": self._dedup_parameters([h.pi for h in heads]), "lr": self.config.actor_lr, "name": "actor"},
+                  {"params": critics + encoder, "lr": self.config.critic_lr, "name": "critic"},
+                  {"params": [h.log_alpha for h in heads], "lr": self.config.alpha_lr, "name": "alpha"}]
+        self.register_optimizer("__all_modules__", "default_optimizer", _adam(groups))
+        self._optimizer_modules["__all_modules__/default_optimizer"] = list(self.module.keys())
+
+    def _forward_and_losses(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> tuple:
+        if SHARED_ENCODER_ID not in self.module:
+            return super()._forward_and_losses(minibatch)
+        # On a shared encoder the loss encodes observations itself (with gradient for the
+        # critics, detached for the actors), so the container's forward pass is skipped.
+        return self._collecting_metrics(
+            lambda: self.compute_losses(fwd_out={mid: {} for mid in minibatch}, batch=minibatch))
+
+    def features(self, obs: Any) -> Any:
+        """What the actor and critics read: the observation, or the shared encoder's embeddings."""
+        if SHARED_ENCODER_ID not in self.module:
+            return obs
+        return self.module[SHARED_ENCODER_ID]._forward({Columns.OBS: obs})[Columns.EMBEDDINGS]
+
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any) -> None:
         module = self.module[module_id]
         critics = [p for name, p in module.named_parameters()
@@ -54,25 +90,24 @@ class SACTorchLearner(DQNTorchLearner):
             {"params": critics, "lr": config.critic_lr, "name": "critic"},
             {"params": [module.log_alpha], "lr": config.alpha_lr, "name": "alpha"},
         ]
-        try:
-            optimizer = torch.optim.Adam(groups, fused=True)
-        except (RuntimeError, ValueError):
-            optimizer = torch.optim.Adam(groups)
-        self.register_optimizer(module_id, "default_optimizer", optimizer)
+        self.register_optimizer(module_id, "default_optimizer", _adam(groups))
 
     def compute_loss_for_module(self, module_id: ModuleID, config: Any, batch: Dict[str, Any],
                                 fwd_out: Dict[str, Any]) -> torch.Tensor:
         module = self.module[module_id]
         log_alpha = module.log_alpha
         alpha = log_alpha.exp().detach()
-        dist = TorchSquashedGaussian.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        actions_new, logp_new = dist.rsample_and_logp()
+        shared = SHARED_ENCODER_ID in self.module
+        obs = self.features(batch[Columns.OBS])  # a shared encoder learns from the critics' loss only
+        dist_inputs = module.action_dist_inputs(obs.detach()) if shared else fwd_out[Columns.ACTION_DIST_INPUTS]
+        actions_new, logp_new = TorchSquashedGaussian.from_logits(dist_inputs).rsample_and_logp()
 
-        q = module.compute_q_values(batch)
+        q = module.compute_q_values({Columns.OBS: obs, Columns.ACTIONS: batch[Columns.ACTIONS]})
         with torch.no_grad():
-            next_dist = TorchSquashedGaussian.from_logits(module.action_dist_inputs(batch[Columns.NEXT_OBS]))
+            next_obs = self.features(batch[Columns.NEXT_OBS])
+            next_dist = TorchSquashedGaussian.from_logits(module.action_dist_inputs(next_obs))
             actions_next, logp_next = next_dist.rsample_and_logp()
-            target_q = module.forward_target({Columns.OBS: batch[Columns.NEXT_OBS], Columns.ACTIONS: actions_next})
+            target_q = module.forward_target({Columns.OBS: next_obs, Columns.ACTIONS: actions_next})
             q_next = target_q[QF_PREDS]
             if QF_TWIN_PREDS in target_q:
                 q_next = torch.minimum(q_next, target_q[QF_TWIN_PREDS])
@@ -90,7 +125,7 @@ class SACTorchLearner(DQNTorchLearner):
 
         # The actor's Q: the critics' current weights, detached, so only the actor moves.
         frozen = {k: v.detach() for k, v in module.named_parameters() if k.split(".")[0] in ("qf", "qf_twin")}
-        q_new = self._frozen_q(module, frozen, batch[Columns.OBS], actions_new)
+        q_new = self._frozen_q(module, frozen, obs.detach(), actions_new)
         actor_loss = (alpha * logp_new - q_new).mean()
         alpha_loss = -(log_alpha * (logp_new.detach() + target_entropy_of(config, module))).mean()
         self.last_td_errors[module_id] = td_error.detach()

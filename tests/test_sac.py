@@ -10,6 +10,7 @@ import torch
 
 from marl import DefaultModelConfig, DefaultSACTorchRLModule, SACConfig
 from marl.algorithms.algorithm_config import ConfigError
+from marl.core.columns import Columns
 
 
 class AsymmetricBoundsEnv(gym.Env):
@@ -145,3 +146,46 @@ def test_bad_sac_settings_are_named():
         small_config(actor_lr=0.0).build()
     with pytest.raises(ConfigError, match="initial_alpha"):
         small_config(initial_alpha=-1.0).build()
+
+
+def test_isac_on_the_shared_encoder_trains_one_encoder_through_the_critics():
+    from marl.models import shared_encoder_module_spec
+    from marl.models.shared_encoder_sac import SharedEncoderSACHead
+
+    agents = ["agent_0", "agent_1"]
+    spec = shared_encoder_module_spec(agents, DefaultModelConfig(fcnet_hiddens=[16], head_fcnet_hiddens=[8]),
+                                      head_class=SharedEncoderSACHead)
+    algo = (SACConfig().environment("mpe2.simple_spread_v3",
+                                     env_config={"N": 2, "max_cycles": 10, "continuous_actions": True})
+            .multi_agent(policies=set(agents), policy_mapping_fn=lambda aid, ep, **kw: aid)
+            .rl_module(rl_module_spec=spec)
+            .training(num_steps_sampled_before_learning_starts=40, train_batch_size_per_learner=32)
+            .reporting(min_sample_timesteps_per_iteration=40).debugging(seed=0)).build()
+    try:
+        container = algo.get_module(None)
+        encoder = container["shared_encoder"]
+        (optimizer,) = algo.learner.optimizers.values()
+        groups = {g["name"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+        encoder_params = {id(p) for p in encoder.parameters()}
+        assert encoder_params <= groups["critic"] and not encoder_params & (groups["actor"] | groups["alpha"])
+        assert container["agent_0"].obs_dim == encoder.output_dim  # the heads read embeddings
+        before = [p.detach().clone() for p in encoder.parameters()]
+        result = algo.train()
+        assert {"agent_0", "agent_1"} <= set(result["learners"])
+        assert any(not torch.equal(b, p) for b, p in zip(before, encoder.parameters()))
+        # The actor's loss reads the embeddings detached: every call the learner makes to an actor
+        # with gradients on gets an input that carries no gradient back to the encoder.
+        head = container["agent_0"]
+        seen = []
+        original = head.action_dist_inputs
+
+        def recording(x):
+            if torch.is_grad_enabled():
+                seen.append(torch.as_tensor(x).requires_grad)
+            return original(x)
+
+        head.action_dist_inputs = recording
+        algo.train()
+        assert seen and not any(seen)
+    finally:
+        algo.stop()

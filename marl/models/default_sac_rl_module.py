@@ -54,12 +54,11 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         if cfg["use_lstm"]:
             raise NotImplementedError(f"{type(self).__name__}: use_lstm=True is not supported; SAC's default "
                                       "actor and critics are feed-forward")
-        if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
-            raise TypeError(f"{type(self).__name__} needs a 1-D Box observation space; got {self.observation_space}")
         if not isinstance(self.action_space, gym.spaces.Box):
             raise TypeError(f"{type(self).__name__} needs a Box action space (continuous actions); got "
                             f"{self.action_space}")
-        self.obs_dim = int(self.observation_space.shape[0])
+        self.obs_dim = self._input_dim(cfg)
+        cfg = self._network_config(cfg)
         self.act_dim = int(np.prod(self.action_space.shape))
         self.pi = build_mlp(self.obs_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
                             cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
@@ -72,6 +71,16 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         self.qf = build_critic(self.obs_dim, self.act_dim, cfg) if self.own_critics else None
         self.qf_twin = build_critic(self.obs_dim, self.act_dim, cfg) if self.twin_q and self.own_critics else None
         self.make_target_networks()
+
+    def _input_dim(self, cfg: Mapping[str, Any]) -> int:
+        """Width of what the actor and critics read: the observation (a shared-encoder head: embeddings)."""
+        if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
+            raise TypeError(f"{type(self).__name__} needs a 1-D Box observation space; got {self.observation_space}")
+        return int(self.observation_space.shape[0])
+
+    def _network_config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        """The config the actor and critic MLPs are built from (``fcnet_*``)."""
+        return cfg
 
     # --- distributions ---
     def get_exploration_action_dist_cls(self) -> type:

@@ -158,16 +158,20 @@ def shared_encoder_module_spec(
     policy_ids: Iterable[ModuleID],
     model_config: Any = None,
     observation_space: Any = None,
+    head_class: Optional[type] = None,
 ) -> MultiRLModuleSpec:
     """A spec for one shared encoder plus one head per policy, from one model config.
 
     Spaces left as ``None`` are filled in by the algorithm from the env.
+    ``head_class``: ``SharedEncoderPolicyHead`` (PPO's policy and value heads,
+    the default) or ``marl.models.shared_encoder_sac.SharedEncoderSACHead`` (SAC).
     """
+    head_class = head_class or SharedEncoderPolicyHead
     specs = {
         SHARED_ENCODER_ID: RLModuleSpec(
             module_class=SharedEncoderModule, observation_space=observation_space, model_config=model_config
         )
     }
     for mid in policy_ids:
-        specs[mid] = RLModuleSpec(module_class=SharedEncoderPolicyHead, model_config=model_config)
+        specs[mid] = RLModuleSpec(module_class=head_class, model_config=model_config)
     return MultiRLModuleSpec(multi_rl_module_class=SharedEncoderMultiRLModule, rl_module_specs=specs)

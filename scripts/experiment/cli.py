@@ -607,7 +607,7 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
     if algo in VALUE_BASED_SETUPS:
         if "policy_setup" not in given:
             values["policy_setup"] = VALUE_BASED_SETUPS[algo]
-        elif values["policy_setup"] == "shared-encoder":
+        elif values["policy_setup"] == "shared-encoder" and algo != "sac":
             raise UsageError(f"argument --policy-setup: shared-encoder builds policy/value heads, but --algo {algo} "
                              "trains its own networks (Q-networks, or SAC's actor and critics); use --policy-setup "
                              "shared or per-agent")

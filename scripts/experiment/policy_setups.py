@@ -80,10 +80,14 @@ def apply_policy_setup(config: Any, setup: PolicySetup, model_config: Dict[str, 
     """Set ``config``'s modules (``multi_agent`` and ``rl_module``) for ``setup``; returns it."""
     config.multi_agent(policies=set(setup.module_ids), policy_mapping_fn=setup.policy_mapping_fn)
     if setup.name == "shared-encoder":
+        from marl import MASACConfig, SACConfig
         from marl.models.shared_encoder import shared_encoder_module_spec
+        from marl.models.shared_encoder_sac import SharedEncoderSACHead
 
-        config.rl_module(rl_module_spec=shared_encoder_module_spec(setup.module_ids, dict(model_config)),
-                         model_config=dict(model_config))
+        sac = isinstance(config, SACConfig) and not isinstance(config, MASACConfig)
+        spec = shared_encoder_module_spec(setup.module_ids, dict(model_config),
+                                          head_class=SharedEncoderSACHead if sac else None)
+        config.rl_module(rl_module_spec=spec, model_config=dict(model_config))
     else:
         config.rl_module(model_config=dict(model_config))
     return config
