@@ -20,7 +20,7 @@ import numpy as np
 
 from marl.core.columns import (
     AGENT_INDEX, BOOTSTRAP_OBS, ENV_EPISODE_ID, ENV_T, GLOBAL_OBS, SEGMENT_COLUMNS, Columns, bootstrap_global_rows,
-    global_rows,
+    env_step_keys, global_rows,
 )
 from marl.core.nested import take_rows
 
@@ -33,13 +33,6 @@ JOINT = "__joint__"
 #: Per-agent rewards and terminations of joint rows (MASAC's per-agent critics).
 AGENT_REWARDS = "agent_rewards"
 AGENT_TERMINATEDS = "agent_terminateds"
-_KEY = np.dtype([("episode", np.int64), ("t", np.int64)])
-
-
-def _keys(batch: Dict[str, Any]) -> np.ndarray:
-    keys = np.empty(len(batch[ENV_T]), _KEY)
-    keys["episode"], keys["t"] = batch[ENV_EPISODE_ID], batch[ENV_T]
-    return keys
 
 
 def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any], n_step: int,
@@ -56,7 +49,7 @@ def joint_transitions(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
         states = segment_transitions({**batch, Columns.OBS: step_states,
                                       BOOTSTRAP_OBS: bootstrap_global_rows(batch)}, n_step, gamma)
         moves[STATE], moves[NEXT_STATE] = step_states, states[Columns.NEXT_OBS]
-        keys = _keys(batch)
+        keys = env_step_keys(batch[ENV_EPISODE_ID], batch[ENV_T])
         index = np.asarray(batch[AGENT_INDEX])
         for i in np.unique(index).tolist():
             rows = np.flatnonzero(index == i)
@@ -107,9 +100,7 @@ def joint_sequences(samples: Dict[str, Dict[str, Any]], agents: Sequence[Any],
                                         BOOTSTRAP_OBS: boot_states[mine]}, seq_len)
             chunks[STATE] = states[Columns.OBS].astype(np.float32)
             first = _chunk_starts(sub[Columns.SEQ_LENS], seq_len)
-            keys = np.empty(len(first), _KEY)
-            keys["episode"], keys["t"] = sub[ENV_EPISODE_ID][first], sub[ENV_T][first]
-            per_agent[int(i)] = (keys, chunks)
+            per_agent[int(i)] = (env_step_keys(sub[ENV_EPISODE_ID][first], sub[ENV_T][first]), chunks)
     if len(per_agent) < len(agents):
         return {}, sum(len(k) for k, _ in per_agent.values())
     chosen, dropped = _join(per_agent, len(agents))

@@ -481,10 +481,11 @@ class TorchLearner(Learner):
             num_epochs=getattr(self.config, "num_epochs", 1),
         )
 
-    def check_module_apis(self) -> None:
-        """Raise naming the module and the missing mix-in the algorithm needs."""
+    def check_module_apis(self, apis: Optional[Sequence[type]] = None) -> None:
+        """Raise naming the module and the missing mix-in the algorithm needs
+        (``apis``, default ``rl_module_required_apis()``)."""
         for mid in self.module_ids_to_train:
-            for api in self.rl_module_required_apis():
+            for api in self.rl_module_required_apis() if apis is None else apis:
                 if not isinstance(self.module[mid], api):
                     raise TypeError(
                         f"module {mid!r} ({type(self.module[mid]).__name__}) does not implement "

@@ -43,10 +43,11 @@ class MAPPOTorchLearner(PPOTorchLearner):
             raise KeyError(f"policy {module_id!r} has no critic module {critic!r}; modules: {sorted(self.module.keys())}")
         return critic
 
-    def check_module_apis(self) -> None:
-        if getattr(self.config, "critic", "central") != "central":
-            return PPOTorchLearner.check_module_apis(self)  # local critics: PPO's requirements
-        return super().check_module_apis()
+    def check_module_apis(self, apis: Optional[List[type]] = None) -> None:
+        """With local critics the policies value themselves: PPO's requirements."""
+        if apis is None and getattr(self.config, "critic", "central") != "central":
+            apis = PPOTorchLearner.rl_module_required_apis()
+        super().check_module_apis(apis)
 
     @torch.no_grad()
     def sample_values(self, samples: Dict[ModuleID, Dict[str, Any]]) -> Dict[ModuleID, tuple]:

@@ -20,7 +20,6 @@ from typing import Any, Dict, List
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from marl.core.columns import AGENT_INDEX, GLOBAL_OBS, Columns
 from marl.core.constants import ModuleID
@@ -30,7 +29,7 @@ from marl.models.masac_critic import JOINT_ACTION, MASAC_CRITIC_ID
 
 from learners.joint_transitions import AGENT_REWARDS, AGENT_TERMINATEDS, JOINT, NEXT_STATE, STATE
 from learners.replay_buffer import WEIGHTS
-from learners.sac_learner import SACTorchLearner, _adam, target_entropy_of
+from learners.sac_learner import SACTorchLearner, _adam, detached_call, target_entropy_of
 from learners.transitions import N_STEP
 
 
@@ -100,12 +99,8 @@ class MASACTorchLearner(SACTorchLearner):
             joint = replayed.clone()
             joint[:, i * width:(i + 1) * width] = action.reshape(b, -1)
             joints.append(joint)
-        frozen = {k: v.detach() for k, v in critic.named_parameters()}
         x = critic.critic_input(per_agent_inputs(batch[STATE], torch.cat(joints, dim=0)))
-        q_new = torch.minimum(
-            functional_call(critic.qf, {k[3:]: v for k, v in frozen.items() if k.startswith("qf.")}, (x,)),
-            functional_call(critic.qf_twin, {k[8:]: v for k, v in frozen.items() if k.startswith("qf_twin.")}, (x,)),
-        ).view(n, b)
+        q_new = torch.minimum(detached_call(critic.qf, x), detached_call(critic.qf_twin, x)).view(n, b)
         logp_new = torch.stack([s[1] for s in samples])
         actor_loss = (alphas[:, None] * logp_new - q_new).mean(dim=1).sum()
         alpha_loss = sum(

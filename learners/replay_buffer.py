@@ -22,26 +22,11 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from marl.core.nested import num_rows, take_rows, tree_map
+from marl.core.nested import flatten_nested, num_rows, set_rows, take_rows, unflatten_nested, zeros_like_rows
 
 #: Columns ``sample()`` adds: importance weights and the rows' buffer indices.
 WEIGHTS = "weights"
 INDICES = "batch_indexes"
-
-
-def _alloc(block: Any, capacity: int) -> Any:
-    return tree_map(lambda a: np.zeros((capacity,) + np.asarray(a).shape[1:], np.asarray(a).dtype), block)
-
-
-def _write(dst: Any, idx: np.ndarray, src: Any) -> None:
-    if isinstance(dst, np.ndarray):
-        dst[idx] = src
-    elif isinstance(dst, dict):
-        for k, v in dst.items():
-            _write(v, idx, src[k])
-    else:
-        for i, v in enumerate(dst):
-            _write(v, idx, src[i])
 
 
 class ReplayBuffer:
@@ -66,7 +51,7 @@ class ReplayBuffer:
         if n == 0:
             return np.zeros(0, np.int64)
         if self.columns is None:
-            self.columns = {k: _alloc(v, self.capacity) for k, v in rows.items()}
+            self.columns = {k: zeros_like_rows(v, self.capacity) for k, v in rows.items()}
         missing = set(self.columns) ^ set(rows)
         if missing:
             raise KeyError(f"rows have columns {sorted(rows)}; this buffer stores {sorted(self.columns)}")
@@ -75,7 +60,7 @@ class ReplayBuffer:
             n = self.capacity
         idx = (self.next_index + np.arange(n)) % self.capacity
         for k, v in rows.items():
-            _write(self.columns[k], idx, v)
+            set_rows(self.columns[k], idx, v)
         self.next_index = int((self.next_index + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
         self.num_added += n
@@ -105,7 +90,8 @@ class ReplayBuffer:
     def get_state(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
         """``(json_state, arrays)``: everything needed to continue exactly (the filled rows only)."""
         arrays: Dict[str, np.ndarray] = {}
-        layout = {k: _flatten(f"columns/{k}", v, arrays, self.size) for k, v in (self.columns or {}).items()}
+        layout = {k: flatten_nested(f"columns/{k}", take_rows(v, slice(0, self.size)), arrays)
+                  for k, v in (self.columns or {}).items()}
         json_state = {"type": type(self).__name__, "capacity": self.capacity, "size": self.size,
                       "next_index": self.next_index, "num_added": self.num_added,
                       "rng": _jsonable(self.rng.bit_generator.state), "columns": layout}
@@ -118,10 +104,10 @@ class ReplayBuffer:
         size = int(json_state["size"])
         columns = None
         if json_state["columns"]:
-            filled = {k: _unflatten(v, arrays) for k, v in json_state["columns"].items()}
-            columns = {k: _alloc(v, self.capacity) for k, v in filled.items()}
+            filled = {k: unflatten_nested(v, arrays) for k, v in json_state["columns"].items()}
+            columns = {k: zeros_like_rows(v, self.capacity) for k, v in filled.items()}
             for k, v in filled.items():
-                _write(columns[k], np.arange(size), v)
+                set_rows(columns[k], slice(0, size), v)
         self.columns = columns
         self.size, self.next_index = size, int(json_state["next_index"])
         self.num_added = int(json_state["num_added"])
@@ -191,23 +177,6 @@ def make_replay_buffer(config: Dict[str, Any], seed: Optional[int]) -> ReplayBuf
 #: Accepted ``type`` names: marl's and RLlib's.
 PRIORITIZED_TYPES = {"prioritized", "PrioritizedReplayBuffer", "PrioritizedEpisodeReplayBuffer"}
 UNIFORM_TYPES = {"uniform", "ReplayBuffer", "EpisodeReplayBuffer"}
-
-
-def _flatten(prefix: str, x: Any, arrays: Dict[str, np.ndarray], size: int) -> Any:
-    if isinstance(x, dict):
-        return {"dict": {k: _flatten(f"{prefix}/{k}", v, arrays, size) for k, v in x.items()}}
-    if isinstance(x, tuple):
-        return {"tuple": [_flatten(f"{prefix}/{i}", v, arrays, size) for i, v in enumerate(x)]}
-    arrays[prefix] = np.ascontiguousarray(x[:size])
-    return {"array": prefix}
-
-
-def _unflatten(layout: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Any:
-    if "dict" in layout:
-        return {k: _unflatten(v, arrays) for k, v in layout["dict"].items()}
-    if "tuple" in layout:
-        return tuple(_unflatten(v, arrays) for v in layout["tuple"])
-    return arrays[layout["array"]]
 
 
 def _jsonable(value: Any) -> Any:

@@ -33,6 +33,12 @@ from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
 
 
+def detached_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` with ``net``'s parameters detached: gradient reaches ``x`` only (how the
+    actors read the critics, so the actor loss never moves a critic)."""
+    return functional_call(net, {k: v.detach() for k, v in net.named_parameters()}, (x,))
+
+
 def _adam(groups: list) -> torch.optim.Optimizer:
     try:
         return torch.optim.Adam(groups, fused=True)
@@ -124,8 +130,7 @@ class SACTorchLearner(DQNTorchLearner):
             td_error = 0.5 * (td_error + (q[QF_TWIN_PREDS] - target).abs())
 
         # The actor's Q: the critics' current weights, detached, so only the actor moves.
-        frozen = {k: v.detach() for k, v in module.named_parameters() if k.split(".")[0] in ("qf", "qf_twin")}
-        q_new = self._frozen_q(module, frozen, obs.detach(), actions_new)
+        q_new = self._frozen_q(module, obs.detach(), actions_new)
         actor_loss = (alpha * logp_new - q_new).mean()
         alpha_loss = -(log_alpha * (logp_new.detach() + target_entropy_of(config, module))).mean()
         self.last_td_errors[module_id] = td_error.detach()
@@ -137,13 +142,10 @@ class SACTorchLearner(DQNTorchLearner):
         return critic_loss + actor_loss + alpha_loss
 
     @staticmethod
-    def _frozen_q(module: Any, frozen: Dict[str, torch.Tensor], obs: torch.Tensor,
-                  actions: torch.Tensor) -> torch.Tensor:
+    def _frozen_q(module: Any, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``min_i Q_i(s, a)`` with the critics' parameters detached (gradient to ``a`` only)."""
         x = torch.cat([torch.as_tensor(obs).float(), actions.reshape(-1, module.act_dim)], dim=-1)
-        q = functional_call(module.qf, {k[len("qf."):]: v for k, v in frozen.items() if k.startswith("qf.")}, (x,))
+        q = detached_call(module.qf, x)
         if module.qf_twin is not None:
-            twin = functional_call(module.qf_twin, {k[len("qf_twin."):]: v for k, v in frozen.items()
-                                                    if k.startswith("qf_twin.")}, (x,))
-            q = torch.minimum(q, twin)
+            q = torch.minimum(q, detached_call(module.qf_twin, x))
         return q.squeeze(-1)

@@ -10,7 +10,6 @@ import torch
 
 from marl import DefaultModelConfig, DefaultSACTorchRLModule, SACConfig
 from marl.algorithms.algorithm_config import ConfigError
-from marl.core.columns import Columns
 
 
 class AsymmetricBoundsEnv(gym.Env):

@@ -8,12 +8,12 @@ their next observation (turn-based envs) stay in the buffer for the next call.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from marl.core.columns import BOOTSTRAP_GLOBAL_OBS, BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, GLOBAL_OBS, Columns
-from marl.core.nested import take_rows, zeros_like_rows
+from marl.core.nested import set_rows, take_rows, zeros_like_rows
 
 from envs.sampling.episode_metrics import episode_metrics
 from envs.sampling.global_table import share_global_inputs
@@ -117,9 +117,9 @@ class BatchBuilder:
                     src_global = group.global_obs[pos:pos + 1]
             if src_obs is None:  # no later observation known: repeat the last one
                 src_obs = take_rows(obs_all, slice(r, r + 1))
-            assign_row(boot_obs, i, src_obs)
+            set_rows(boot_obs, i, take_rows(src_obs, 0))
             if boot_state is not None and src_state is not None:
-                assign_row(boot_state, i, src_state)
+                set_rows(boot_state, i, take_rows(src_state, 0))
             if boot_global is not None:
                 boot_global[i] = (src_global if src_global is not None else global_col[r:r + 1])[0]
         batch[BOOTSTRAP_OBS] = boot_obs
@@ -152,14 +152,3 @@ class BatchBuilder:
             metrics["num_episodes_for_metrics"] = len(counted)
         metrics.update(episode_metrics(counted))
         return metrics
-
-
-def assign_row(dst: Any, i: int, src: Any) -> None:
-    if isinstance(dst, np.ndarray):
-        dst[i] = src[0]
-    elif isinstance(dst, Mapping):
-        for k, v in dst.items():
-            assign_row(v, i, src[k])
-    else:
-        for j, v in enumerate(dst):
-            assign_row(v, i, src[j])

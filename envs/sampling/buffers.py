@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-from marl.core.nested import Nested, take_rows, tree_map
+from marl.core.nested import Nested, set_rows, take_rows, tree_map
 
 # --------------------------------------------------------------------------
 # Module step buffer.
@@ -35,17 +35,6 @@ def _grow(col: Nested, n: int, capacity: int) -> Nested:
         return new
 
     return tree_map(grow_leaf, col)
-
-
-def _write(col: Nested, r0: int, r1: int, block: Nested) -> None:
-    if isinstance(col, np.ndarray):
-        col[r0:r1] = block
-    elif isinstance(col, Mapping):
-        for k, sub in col.items():
-            _write(sub, r0, r1, block[k])
-    else:
-        for i, sub in enumerate(col):
-            _write(sub, r0, r1, block[i])
 
 
 class ModuleStepBuffer:
@@ -105,7 +94,7 @@ class ModuleStepBuffer:
             if isinstance(col, np.ndarray):
                 col[r0:r1] = block
             else:
-                _write(col, r0, r1, block)
+                set_rows(col, slice(r0, r1), block)
         self.n = r1
         return r0
 

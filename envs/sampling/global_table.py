@@ -20,16 +20,8 @@ import numpy as np
 
 from marl.core.columns import (
     BOOTSTRAP_GLOBAL_INDEX, BOOTSTRAP_GLOBAL_OBS, ENV_EPISODE_ID, ENV_T, GLOBAL_INDEX, GLOBAL_OBS, Columns,
+    env_step_keys,
 )
-
-_KEY = np.dtype([("episode", np.int64), ("t", np.int64)])
-
-
-def _keys(episodes: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    keys = np.empty(len(steps), _KEY)
-    keys["episode"], keys["t"] = episodes, steps
-    return keys
-
 
 def share_global_inputs(batches: Dict[str, Dict[str, Any]]) -> None:
     """Replace per-row ``GLOBAL_OBS`` (and ``BOOTSTRAP_GLOBAL_OBS``) by one shared table, in place."""
@@ -40,7 +32,7 @@ def share_global_inputs(batches: Dict[str, Dict[str, Any]]) -> None:
     values: List[np.ndarray] = []
     for mid in order:  # every real step row first: on equal keys np.unique keeps the first
         b = batches[mid]
-        keys.append(_keys(b[ENV_EPISODE_ID], b[ENV_T]))
+        keys.append(env_step_keys(b[ENV_EPISODE_ID], b[ENV_T]))
         values.append(np.asarray(b[GLOBAL_OBS]))
     boot_live: Dict[str, np.ndarray] = {}
     for mid in order:
@@ -49,7 +41,7 @@ def share_global_inputs(batches: Dict[str, Dict[str, Any]]) -> None:
         last = np.cumsum(seq_lens) - 1
         live = ~np.asarray(b[Columns.TERMINATEDS], bool)[last]
         boot_live[mid] = live
-        keys.append(_keys(b[ENV_EPISODE_ID][last][live], b[ENV_T][last][live] + 1))
+        keys.append(env_step_keys(b[ENV_EPISODE_ID][last][live], b[ENV_T][last][live] + 1))
         values.append(np.asarray(b[BOOTSTRAP_GLOBAL_OBS])[live])
     all_keys, all_values = np.concatenate(keys), np.concatenate(values)
     _, first, inverse = np.unique(all_keys, return_index=True, return_inverse=True)

@@ -266,6 +266,11 @@ class LockstepLoop:
                     results[module_id] = actions_from_outputs(
                         module[module_id], outputs[module_id], explore)
 
+        env_steps = None  # (episode id, step) per env, once per step, for global-input rows
+        if self._global_input is not None:
+            env_steps = (np.fromiter((st.episode.id_ if st.episode is not None else -1 for st in self._envs),
+                                     np.int64, len(self._envs)),
+                         np.fromiter((st.ep_len for st in self._envs), np.int64, len(self._envs)))
         for module_id, g in groups.items():
             info = modules[module_id]
             res = results[module_id]
@@ -281,9 +286,8 @@ class LockstepLoop:
             if g.global_obs is not None:
                 blocks[GLOBAL_OBS] = g.global_obs
                 blocks[AGENT_INDEX] = g.slot_idx.astype(np.int64)
-                envs = self._envs
-                blocks[ENV_EPISODE_ID] = np.fromiter((envs[e].episode.id_ for e in g.envs), np.int64, len(g.envs))
-                blocks[ENV_T] = np.fromiter((envs[e].ep_len for e in g.envs), np.int64, len(g.envs))
+                blocks[ENV_EPISODE_ID] = env_steps[0][g.env_idx]
+                blocks[ENV_T] = env_steps[1][g.env_idx]
             n = len(g.agents)
             r0 = info.buffer.append(n, g.eps, blocks)
             env_acts = info.adapter.to_env(actions)

@@ -27,6 +27,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from marl.core.nested import flatten_nested, unflatten_nested
+
 from envs.sampling.episode import EpisodeHandle
 from envs.sampling.slots import Collect, Group
 
@@ -81,24 +83,6 @@ def encode_key(agent: Any) -> Any:
 
 def decode_key(agent: Any) -> Any:
     return agent
-
-
-def flatten_nested(prefix: str, x: Any, arrays: Dict[str, np.ndarray]) -> Any:
-    """Store the leaves of a nested structure under ``prefix/...``; return its layout."""
-    if isinstance(x, dict):
-        return {"dict": [[k, flatten_nested(f"{prefix}/{k}", v, arrays)] for k, v in x.items()]}
-    if isinstance(x, tuple):
-        return {"tuple": [flatten_nested(f"{prefix}/{i}", v, arrays) for i, v in enumerate(x)]}
-    arrays[prefix] = np.ascontiguousarray(np.asarray(x))
-    return {"array": prefix}
-
-
-def unflatten_nested(layout: Any, arrays: Dict[str, np.ndarray]) -> Any:
-    if "dict" in layout:
-        return {k: unflatten_nested(v, arrays) for k, v in layout["dict"]}
-    if "tuple" in layout:
-        return tuple(unflatten_nested(v, arrays) for v in layout["tuple"])
-    return np.array(arrays[layout["array"]])
 
 
 def observation_digest(obs: Any) -> str:

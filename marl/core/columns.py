@@ -69,6 +69,18 @@ AGENT_INDEX = "agent_index"
 #: belongs to, so rows of all agents at one env step can be joined (VDN/QMIX).
 ENV_EPISODE_ID = "env_episode_id"
 ENV_T = "env_t"
+
+
+def env_step_keys(episode_ids, steps):
+    """One sortable, comparable key per (env episode, step): rows with equal keys
+    belong to the same env step (``np.unique`` / ``np.intersect1d`` work on them)."""
+    import numpy as np
+
+    keys = np.empty(len(steps), np.dtype([("episode", np.int64), ("t", np.int64)]))
+    keys["episode"], keys["t"] = episode_ids, steps
+    return keys
+
+
 #: Per segment, the global input after the segment's last step.
 BOOTSTRAP_GLOBAL_OBS = "bootstrap_global_obs"
 #: Columns that describe segments rather than steps (or, for the table of global

@@ -66,6 +66,38 @@ def take_rows(x: Nested, idx: Any) -> Nested:
     return tree_map(lambda a: a[idx], x)
 
 
+def set_rows(dst: Nested, idx: Any, src: Nested) -> None:
+    """``dst[idx] = src`` for every leaf (``idx``: int, slice or index array)."""
+    if isinstance(dst, np.ndarray):
+        dst[idx] = src
+    elif isinstance(dst, Mapping):
+        for k, sub in dst.items():
+            set_rows(sub, idx, src[k])
+    else:
+        for i, sub in enumerate(dst):
+            set_rows(sub, idx, src[i])
+
+
+def flatten_nested(prefix: str, x: Nested, arrays: Dict[str, np.ndarray]) -> Any:
+    """Store the leaves of a structure in ``arrays`` under ``prefix/...`` (for a
+    safetensors file); return its JSON layout for ``unflatten_nested``."""
+    if isinstance(x, dict):
+        return {"dict": [[k, flatten_nested(f"{prefix}/{k}", v, arrays)] for k, v in x.items()]}
+    if isinstance(x, tuple):
+        return {"tuple": [flatten_nested(f"{prefix}/{i}", v, arrays) for i, v in enumerate(x)]}
+    arrays[prefix] = np.ascontiguousarray(np.asarray(x))
+    return {"array": prefix}
+
+
+def unflatten_nested(layout: Any, arrays: Dict[str, np.ndarray]) -> Nested:
+    """The structure ``flatten_nested`` described by ``layout`` (copies of the arrays)."""
+    if "dict" in layout:
+        return {k: unflatten_nested(v, arrays) for k, v in layout["dict"]}
+    if "tuple" in layout:
+        return tuple(unflatten_nested(v, arrays) for v in layout["tuple"])
+    return np.array(arrays[layout["array"]])
+
+
 def zeros_like_rows(x: Nested, n: int) -> Nested:
     """A zero structure with ``n`` rows and the per-row shapes/dtypes of ``x``."""
     return tree_map(lambda a: np.zeros((n,) + a.shape[1:], dtype=a.dtype), x)

@@ -59,7 +59,7 @@ class _MixerBase(TorchRLModule, TargetNetworkAPI):
 
     def mix(self, agent_qs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """``[B, n]`` agent Qs and ``[B, D]`` states -> ``[B]`` team Q."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define mix(agent_qs, state)")
 
     def mix_target(self, agent_qs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.mix(agent_qs, state)
