@@ -27,6 +27,19 @@ def to_tensor(value: Any) -> Any:
     return map_structure(convert, value)
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    """Move a (nested) batch of tensors to the learner's device; a no-op on CPU."""
+    if device.type == "cpu":
+        return value
+    return map_structure(lambda x: x.to(device, non_blocking=True), value)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's parameters (CPU for a module without any)."""
+    param = next(iter(module.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def step_columns(batch: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in batch.items() if k not in SEGMENT_COLUMNS}
 

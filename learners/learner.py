@@ -21,8 +21,9 @@ from marl.core.columns import Columns
 from marl.core.constants import ModuleID
 from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 
-from learners.batching import iter_minibatches, leading_dim, to_tensor
+from learners.batching import iter_minibatches, leading_dim, to_device, to_tensor
 from learners.compiled_step import CompiledOrEager
+from learners.distributed import DistributedContext
 
 #: Name of the optimizer in single-optimizer mode.
 SHARED_OPTIMIZER_NAME = "__all_modules__/default_optimizer"
@@ -64,6 +65,10 @@ class NonFiniteLossError(FloatingPointError):
         self.module_ids = list(module_ids)
         self.terms = dict(terms or {})
 
+    def __reduce__(self) -> tuple:
+        # Keep module_ids and terms when the error crosses a process boundary (a remote learner).
+        return (type(self), (str(self),), {"module_ids": self.module_ids, "terms": self.terms})
+
 
 class Learner:
     """Framework-independent learner API; ``TorchLearner`` implements it."""
@@ -90,6 +95,7 @@ class TorchLearner(Learner):
         config: Any,
         module_spec: Optional[MultiRLModuleSpec] = None,
         module: Optional[MultiRLModule] = None,
+        device: Optional[Any] = None,
     ) -> None:
         if module_spec is None and module is None:
             raise ValueError("a Learner needs a module_spec or a built module")
@@ -110,6 +116,11 @@ class TorchLearner(Learner):
         self._metric_sink: Optional[Dict[ModuleID, Dict[str, Any]]] = None
         self._forward_train: Any = None
         self._loss_step: Any = None
+        #: Where the module, its optimizers and the train batches live (``"cuda"`` for a
+        #: GPU learner); samples arrive and weights leave as CPU arrays either way.
+        self.device = torch.device(device if device is not None else "cpu")
+        #: Set by ``join_process_group`` when this learner is one of several (DDP).
+        self.distributed: Optional[DistributedContext] = None
 
     # ------------------------------------------------------------------ build
     @property
@@ -123,6 +134,7 @@ class TorchLearner(Learner):
             return
         if self._module is None:
             self._module = self._module_spec.build()
+        self._module.to(self.device)
         self.module.train()
         self.shared_optimizer = self._use_shared_optimizer()
         self.configure_optimizers()
@@ -142,6 +154,10 @@ class TorchLearner(Learner):
             self._loss_step = CompiledOrEager(self._forward_and_losses, label="the loss step", **options)
         else:
             self._forward_train = CompiledOrEager(self.module.forward_train, label="forward_train", **options)
+
+    def join_process_group(self, context: DistributedContext) -> None:
+        """Train as one of ``context.world_size`` data-parallel learners (``learners.distributed``)."""
+        self.distributed = context
 
     @property
     def is_compiled(self) -> bool:
@@ -282,7 +298,7 @@ class TorchLearner(Learner):
         """
         self.build()
         keys = set(self.batch_keys_to_train())
-        batch = {mid: to_tensor(b) for mid, b in batch.items() if mid in keys}
+        batch = {mid: to_device(to_tensor(b), self.device) for mid, b in batch.items() if mid in keys}
         self._metrics.clear()
         sizes = {}
         for mid, b in batch.items():
@@ -303,11 +319,14 @@ class TorchLearner(Learner):
             for mid, stats in self._metrics.items():
                 results[mid] = {k: float(np.mean([float(v) for v in vs])) for k, vs in stats.items()}
                 last_values[mid] = {k: float(vs[-1]) for k, vs in stats.items() if vs}
-            self._last_minibatch_metrics = last_values
             for mid, b in batch.items():
                 results.setdefault(mid, {})["num_module_steps_trained"] = int(
                     b[Columns.LOSS_MASK].sum() if Columns.LOSS_MASK in b else leading_dim(b[Columns.ACTIONS])
                 )
+            if self.distributed is not None:  # every learner adapts its state from the same numbers
+                results = self.distributed.average_metrics(results)
+                last_values = self.distributed.average_metrics(last_values)
+            self._last_minibatch_metrics = last_values
             self.after_update(results)
         except NonFiniteLossError as err:
             self.restore_training_state(before)
@@ -354,11 +373,15 @@ class TorchLearner(Learner):
             for key, value in values.items():
                 self._metrics[mid][key].append(value)
         total = sum(losses.values())
-        if not math.isfinite(float(total.detach())):
+        loss_is_finite = math.isfinite(float(total.detach()))
+        if not loss_is_finite and self.distributed is None:
             self._check_losses_finite(losses)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        total.backward()
+        if loss_is_finite:
+            total.backward()
+        if self.distributed is not None:
+            self._average_gradients(losses, loss_is_finite)
         norms = {}
         for name, opt in self.optimizers.items():
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
@@ -370,6 +393,29 @@ class TorchLearner(Learner):
                 if mid in minibatch:
                     self._metrics[mid]["gradients_global_norm"].append(norms[name])
             opt.step()
+
+    def _average_gradients(self, losses: Dict[ModuleID, torch.Tensor], loss_is_finite: bool) -> None:
+        """DDP's step: gradients averaged over the learners, once per minibatch. Raises on
+        every learner together when any learner's loss is NaN/inf (no learner is left
+        waiting in a collective that the others abandoned)."""
+        all_finite = self.distributed.average_gradients(self._dedup_optimizer_params(), loss_is_finite)
+        if not loss_is_finite:
+            self._check_losses_finite(losses)
+        if not all_finite:
+            raise NonFiniteLossError(
+                f"the loss of another learner (of {self.distributed.world_size}) was non-finite at this "
+                "minibatch; see its error for the module and the terms", module_ids=[], terms={})
+
+    def _dedup_optimizer_params(self) -> List[torch.nn.Parameter]:
+        """Every optimized parameter once, in a fixed order (the same on every learner)."""
+        seen, params = set(), []
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+        return params
 
     def _forward_and_losses(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> tuple:
         """``(losses, metrics)`` of one minibatch: the part ``complete_update`` compiles.
@@ -475,6 +521,8 @@ class TorchLearner(Learner):
         trained = set(self.module_ids_to_train)
         samples = {mid: b for mid, b in samples.items() if mid in trained and len(b[Columns.SEQ_LENS])}
         batches = self.build_train_batches(samples)
+        if self.distributed is not None:  # targets over the whole batch, then this learner's rows
+            batches = self.distributed.shard(batches)
         return self.update(
             batches,
             minibatch_size=getattr(self.config, "minibatch_size", None),

@@ -18,6 +18,7 @@ from marl.core.columns import AGENT_INDEX, GLOBAL_INDEX, GLOBAL_OBS, Columns, bo
 from marl.core.constants import ModuleID
 from marl.models.central_critic import central_critic_id
 
+from learners.batching import module_device
 from learners.ppo_learner import PPOTorchLearner
 from learners.value_estimates import CHUNK
 
@@ -67,7 +68,7 @@ class MAPPOTorchLearner(PPOTorchLearner):
             out[mid] = (values, boot)
             # The train batches carry GLOBAL_INDEX per step; the table (one row per env
             # step, shared by all modules) stays here and is indexed per minibatch.
-            self._global_tables[mid] = torch.as_tensor(np.asarray(b[GLOBAL_OBS]))
+            self._global_tables[mid] = torch.as_tensor(np.asarray(b[GLOBAL_OBS])).to(self.device)
         return out
 
     def train_values(self, module_id: ModuleID, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
@@ -80,9 +81,10 @@ class MAPPOTorchLearner(PPOTorchLearner):
 
 
 def _chunked_values(critic: Any, global_obs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    device = module_device(critic)
     parts = [
-        critic.compute_values({GLOBAL_OBS: torch.from_numpy(global_obs[i:i + CHUNK]),
-                               AGENT_INDEX: torch.from_numpy(index[i:i + CHUNK])}).float().numpy()
+        critic.compute_values({GLOBAL_OBS: torch.from_numpy(global_obs[i:i + CHUNK]).to(device),
+                               AGENT_INDEX: torch.from_numpy(index[i:i + CHUNK]).to(device)}).float().cpu().numpy()
         for i in range(0, len(index), CHUNK)
     ]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)

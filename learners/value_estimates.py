@@ -16,7 +16,7 @@ from marl.core.columns import BOOTSTRAP_OBS, BOOTSTRAP_STATE_IN, Columns
 from marl.core.constants import ModuleID
 from marl.core.multi_rl_module import MultiRLModule
 
-from learners.batching import leading_dim, map_structure, take, to_tensor
+from learners.batching import leading_dim, map_structure, module_device, take, to_device, to_tensor
 
 CHUNK = 2048
 
@@ -41,7 +41,8 @@ def predict_values(
 
     Runs the container in chunks of rows so image batches stay within memory.
     """
-    inputs = {mid: to_tensor(b) for mid, b in inputs.items()}
+    device = module_device(module)
+    inputs = {mid: to_device(to_tensor(b), device) for mid, b in inputs.items()}
     sizes = {mid: leading_dim(b[Columns.OBS]) for mid, b in inputs.items()}
     results: Dict[ModuleID, list] = {mid: [] for mid in inputs}
     longest = max(sizes.values(), default=0)

@@ -151,7 +151,7 @@ class Algorithm:
         cfg = self.config
         if cfg.rollout_fragment_length == "auto":
             per_runner = max(1, cfg.num_env_runners)
-            return max(1, int(np.ceil(cfg.train_batch_size_per_learner / (per_runner * cfg.num_envs_per_env_runner))))
+            return max(1, int(np.ceil(cfg.total_train_batch_size / (per_runner * cfg.num_envs_per_env_runner))))
         return int(cfg.rollout_fragment_length)
 
     # ------------------------------------------------------------------ access
@@ -231,7 +231,7 @@ class Algorithm:
         batch while this one trains (with the weights this iteration starts from), so
         the batch trained on is one update behind the learner; PPO's ratio uses the
         recorded behaviour log-probabilities, so the loss stays correct for it."""
-        group, n = self.env_runner_group, self.config.train_batch_size_per_learner
+        group, n = self.env_runner_group, self.config.total_train_batch_size
         if not self.config.overlap_sampling:
             return group.sample(n)
         if self._prefetched is not None:
@@ -378,6 +378,7 @@ class Algorithm:
         self._collect_sample_in_flight()
         self._prefetched = None  # sampled before the restore: not part of the restored run
         restore_algorithm(self, path, component)
+        self.learner_group.mark_local_state_changed()  # remote learners take the restored state
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Optional[AlgorithmConfig] = None) -> "Algorithm":
@@ -413,6 +414,7 @@ class Algorithm:
 
     def stop(self) -> None:
         self.env_runner_group.stop()
+        self.learner_group.stop()
         if self._eval_runner is not None:
             self._eval_runner.stop()
 

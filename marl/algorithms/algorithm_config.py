@@ -151,7 +151,11 @@ class AlgorithmConfig:
         self.entropy_coeff = 0.0
         # learners
         self.num_learners = 0
+        self.num_cpus_per_learner: Union[str, float] = "auto"
+        self.num_gpus_per_learner: float = 0
         self.shared_optimizer: Optional[bool] = None
+        self.learner_backend = "auto"
+        self.learner_device: Optional[str] = None
         # framework (RLlib's names and defaults)
         self.torch_compile_learner = False
         self.torch_compile_learner_what_to_compile = "forward_train"
@@ -291,9 +295,32 @@ class AlgorithmConfig:
             kwargs["train_batch_size_per_learner"] = kwargs.pop("train_batch_size")
         return self._set("training", common | set(self._algo_training_keys), kwargs)
 
+    #: Whether ``num_learners > 0`` (data-parallel learners) is implemented for this algorithm.
+    supports_multiple_learners = True
+
     def learners(self, **kwargs: Any) -> "AlgorithmConfig":
-        """num_learners (0: local), shared_optimizer (None auto, True, False)."""
-        return self._set("learners", {"num_learners", "shared_optimizer"}, kwargs)
+        """num_learners (RLlib's default 0: one learner in this process), num_cpus_per_learner
+        ("auto": 1), num_gpus_per_learner (0), shared_optimizer (None auto, True, False), and
+        marl's own ``backend`` ("auto", "processes" or "ray") and ``device`` (None: "cuda" when
+        num_gpus_per_learner > 0, else "cpu").
+
+        ``num_learners=K >= 1`` trains K data-parallel learners (``torch.distributed``,
+        gloo on CPU, NCCL on GPU) in worker processes or Ray actors ("auto": Ray when
+        ``ray.is_initialized()``); as in RLlib each trains on
+        ``train_batch_size_per_learner`` rows, so an iteration samples K times that.
+        Gradients are averaged over the learners once per minibatch, so K learners
+        on K shards take the step one learner would take on the whole minibatch.
+        """
+        for ours, key in (("backend", "learner_backend"), ("device", "learner_device")):
+            if ours in kwargs:
+                kwargs[key] = kwargs.pop(ours)
+        return self._set("learners", {"num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
+                                      "shared_optimizer", "learner_backend", "learner_device"}, kwargs)
+
+    @property
+    def total_train_batch_size(self) -> int:
+        """Rows sampled per iteration: ``train_batch_size_per_learner * max(1, num_learners)`` (RLlib's)."""
+        return int(self.train_batch_size_per_learner) * max(1, int(self.num_learners or 0))
 
     def evaluation(self, **kwargs: Any) -> "AlgorithmConfig":
         return self._set(
@@ -418,6 +445,18 @@ class AlgorithmConfig:
                      if _is_real(self.entropy_coeff) else "")
         # learners
         check_int("num_learners", self.num_learners, 0, hint="0: one local learner")
+        if self.num_learners and not self.supports_multiple_learners:
+            raise ConfigError(
+                f"num_learners={self.num_learners}: {type(self).__name__} trains in this process (its "
+                "replay buffers and target updates live here); data-parallel learners are implemented "
+                "for PPO, MAPPO and VPG. Use num_learners=0 (num_gpus_per_learner=1 for a GPU learner)")
+        if self.num_cpus_per_learner != "auto":
+            check_number("num_cpus_per_learner", self.num_cpus_per_learner, low=0.0, low_open=True,
+                         hint="or 'auto' (1)")
+        check_number("num_gpus_per_learner", self.num_gpus_per_learner, low=0.0)
+        check_choice("learner_backend", self.learner_backend, ("auto", "processes", "ray"))
+        if self.learner_device is not None and not isinstance(self.learner_device, str):
+            raise _bad_value("learner_device", self.learner_device, "None, 'cpu', 'cuda' or 'cuda:<index>'")
         if self.shared_optimizer is not None:
             check_bool("shared_optimizer", self.shared_optimizer)
         check_bool("torch_compile_learner", self.torch_compile_learner)

@@ -75,6 +75,7 @@ class DQNConfig(AlgorithmConfig):
 
     _algo_training_keys = tuple(k for k in RLLIB_DQN_TRAINING_DEFAULTS if k not in (
         "lr", "gamma", "train_batch_size_per_learner", "grad_clip", "grad_clip_by"))
+    supports_multiple_learners = False  # replay buffers and target updates live in the driver
 
     def __init__(self, algo_class: Optional[type] = None) -> None:
         super().__init__(algo_class=algo_class or DQN)
