@@ -19,7 +19,8 @@ learners still finish) is undone the same way.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Type
+import sys
+from typing import Any, Dict, Type
 
 import torch
 
@@ -51,12 +52,9 @@ def resolve_learner_backend(backend: str) -> str:
     """``"processes"`` or ``"ray"`` for ``learner_backend`` (``"auto"``: Ray when initialised)."""
     if backend not in LEARNER_BACKENDS:
         raise ValueError(f"learner_backend={backend!r}; expected one of {LEARNER_BACKENDS}")
-    if backend == "auto":
-        try:
-            import ray
-        except ImportError:
-            return "processes"
-        return "ray" if ray.is_initialized() else "processes"
+    if backend == "auto":  # a process that called ray.init() has imported ray: no slow import to ask
+        ray = sys.modules.get("ray")
+        return "ray" if ray is not None and ray.is_initialized() else "processes"
     if backend == "ray":
         import_ray()
     return backend
@@ -141,10 +139,11 @@ class LearnerGroup:
         return current.keys() != self._pushed.keys() or any(
             not torch.equal(v, self._pushed[k]) for k, v in current.items())
 
-    def mark_local_state_changed(self) -> None:
-        """Push the local learner's full state (optimizer and learner state too) before
-        the next update; the Algorithm calls it after a restore."""
-        self._pushed = None
+    def push_local_state(self) -> None:
+        """Give every remote learner the local learner's full state (weights, optimizer and
+        learner state, RNG) now; the Algorithm calls it after a restore."""
+        if self._remote is not None:
+            self._push_state()
 
 
 def _start_remote_learners(config: Any, learner_class: type, module_spec: Any, num_learners: int) -> Any:

@@ -175,3 +175,56 @@ def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
         resolve_learner_backend("ray")
     assert resolve_learner_backend("auto") == "processes"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def module_outputs(algo, obs):
+    return {mid: algo.get_module(mid).forward_inference({"obs": obs})["action_dist_inputs"] for mid in AGENTS}
+
+
+def test_checkpoints_cross_between_ray_learners_and_a_local_learner(tmp_path, local_ray):
+    obs = torch.randn(7, 18)
+    ray_algo = spread_config(num_learners=2).learners(backend="ray").build()
+    local = spread_config(num_learners=0).build()
+    try:
+        assert type(ray_algo.learner_group._remote).__name__ == "RayLearners"
+        ray_algo.train()
+        local.restore_from_path(ray_algo.save_to_path(str(tmp_path / "from_ray")))
+        expected = module_outputs(ray_algo, obs)
+        for mid, out in module_outputs(local, obs).items():
+            assert torch.equal(out, expected[mid]), mid
+        assert_same_weights(local.learner_group.get_state(), ray_algo.learner_group.get_state(), atol=0)
+
+        local.train()
+        ray_algo.restore_from_path(local.save_to_path(str(tmp_path / "from_local")))
+        expected = module_outputs(local, obs)
+        for mid, out in module_outputs(ray_algo, obs).items():
+            assert torch.equal(out, expected[mid]), mid
+        for rank_state in remote_states(ray_algo.learner_group):  # the restore reached every learner
+            assert_same_weights(rank_state, local.learner_group.get_state(), atol=0)
+            assert rank_state["optimizer"].keys() == local.learner_group.get_state()["optimizer"].keys()
+        ray_algo.train()  # and training goes on from it
+    finally:
+        ray_algo.stop()
+        local.stop()
+
+
+def test_check_cuda_script_runs_its_checks_and_says_when_there_is_no_gpu(capsys):
+    from scripts.check_cuda import main
+
+    assert main(["--cpu-dry-run", "--iterations", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "first update" in out and "OK" in out and "FAILED" not in out
+    if not torch.cuda.is_available():
+        assert main([]) == 2
+        assert "CUDA is not available" in capsys.readouterr().out

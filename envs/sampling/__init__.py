@@ -11,12 +11,14 @@ One job per file:
 - ``recovery``: seeded resets, crashed / hung envs, NaN/inf values;
 - ``sampling_state``: exact resume without pickle;
 - ``episode_metrics``: episode statistics and their one pooling;
-- ``worker`` / ``process_pool``: `EnvRunnerGroup` over worker processes.
+- ``worker`` / ``process_pool``: `EnvRunnerGroup` over worker processes;
+- ``ray_pool``: `RayEnvRunnerGroup`, the same over Ray actors (Ray imported only there).
 """
 from envs.sampling.episode import EpisodeHandle, default_policy_mapping_fn
 from envs.sampling.episode_metrics import episode_metrics, merge_metrics
 from envs.sampling.pipelines import infer_module_spaces
 from envs.sampling.process_pool import EnvRunnerGroup, merge_batches
+from envs.sampling.ray_pool import RayEnvRunnerGroup
 from envs.sampling.recovery import EnvTimeoutError, NonFiniteEnvValueError
 from envs.sampling.runner import DEFAULT_SAMPLE_TIMEOUT_S, MultiAgentEnvRunner
 from envs.sampling.worker import WorkerError
@@ -28,6 +30,7 @@ __all__ = [
     "EpisodeHandle",
     "MultiAgentEnvRunner",
     "NonFiniteEnvValueError",
+    "RayEnvRunnerGroup",
     "WorkerError",
     "default_policy_mapping_fn",
     "episode_metrics",

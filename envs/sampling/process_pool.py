@@ -24,6 +24,10 @@ the same kwargs and the last weights sent with ``sync_weights``; its result
 for that call is retried once on the new worker (then skipped). Restarts are
 counted in ``metrics["num_env_runner_restarts"]``. Exceptions raised inside a
 healthy worker (a bad ``policy_mapping_fn``, say) are re-raised here.
+
+``RunnerGroupBase`` holds all of this that does not depend on processes
+(splitting, merging, restarts, state); ``ray_pool.RayEnvRunnerGroup`` is the
+same group over Ray actors.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from envs.sampling.episode_metrics import merge_metrics
 from envs.sampling.global_table import merge_global_tables
 from envs.sampling.runner import DEFAULT_SAMPLE_TIMEOUT_S, MultiAgentEnvRunner
 from envs.sampling.worker import (
+    RunnerHandle,
     _check_picklable,
     _weights_to_numpy,
     _Worker,
@@ -48,32 +53,23 @@ from envs.sampling.worker import (
 logger = logging.getLogger("envs.sampling")
 
 
-class EnvRunnerGroup:
-    """Run ``num_env_runners`` env runners in worker processes (0: one local runner).
+class RunnerGroupBase:
+    """What every env-runner backend shares: splitting a sample over N runners,
+    merging their batches and metrics, pooling connector statistics, state and
+    exact-resume bookkeeping, and restart-on-death.
 
-    Args:
-        num_env_runners: worker processes; 0 runs a local ``MultiAgentEnvRunner``.
-        runner_kwargs: keyword arguments of ``MultiAgentEnvRunner`` (without
-            ``worker_index``, which the group sets: 0 locally, 1..n in workers).
-            For workers they must be picklable (see the module docstring).
-        mp_context: ``"spawn"`` (default) or ``"forkserver"``.
-        sample_timeout_s: the runners' env-call deadline (see
-            ``MultiAgentEnvRunner``): a hung env is recreated inside its
-            runner; a worker whose env hangs outside Python is ended by its
-            watchdog and restarted here. Other commands (weights, state) may
-            take ``max(60, sample_timeout_s)`` seconds before the worker is
-            treated as dead (None: no limit).
-        start_timeout_s: how long a worker may take to start.
+    A backend (worker processes here, Ray actors in ``ray_pool``) only says how
+    one runner starts (``_launch``, returning a ``RunnerHandle``), how a large
+    argument reaches every runner (``_share``) and how long one runner's share
+    of a sample may take (``_sample_wait_s``). With ``num_env_runners=0`` every
+    backend runs one local runner in this process.
     """
 
     def __init__(self, num_env_runners: int, runner_kwargs: Mapping[str, Any], *,
-                 mp_context: str = "spawn", sample_timeout_s: Optional[float] = DEFAULT_SAMPLE_TIMEOUT_S,
+                 sample_timeout_s: Optional[float] = DEFAULT_SAMPLE_TIMEOUT_S,
                  start_timeout_s: float = 300.0) -> None:
         if isinstance(num_env_runners, bool) or not isinstance(num_env_runners, int) or num_env_runners < 0:
             raise ValueError(f"num_env_runners must be an int >= 0, got {num_env_runners!r}")
-        if mp_context not in ("spawn", "forkserver"):
-            raise ValueError(
-                f"mp_context must be 'spawn' or 'forkserver' (fork is unsafe with torch), got {mp_context!r}")
         kwargs = dict(runner_kwargs)
         if "worker_index" in kwargs:
             raise ValueError("runner_kwargs must not set worker_index: the group assigns it")
@@ -89,16 +85,28 @@ class EnvRunnerGroup:
         self._in_flight: Optional[List[Dict[str, Any]]] = None
         self._weights: Optional[Dict[str, Dict[str, np.ndarray]]] = None
         self.local_runner: Optional[MultiAgentEnvRunner] = None
-        self._workers: List[Optional[_Worker]] = []
+        self._workers: List[Optional[RunnerHandle]] = []
         if num_env_runners == 0:
             self.local_runner = MultiAgentEnvRunner(**kwargs, worker_index=0)
-            return
-        self._payload = _check_picklable(kwargs)
-        self._ctx = mp.get_context(mp_context)
-        # Start all processes first, then wait for them: they import torch in parallel.
+
+    # ------------------------------------------------------- backend hooks
+    def _launch(self, worker_index: int) -> RunnerHandle:
+        """Start one remote runner without waiting for it (``wait_started`` does)."""
+        raise NotImplementedError
+
+    def _share(self, value: Any) -> Any:
+        """``value`` in the form every runner of one broadcast can read (Ray: one object-store ref)."""
+        return value
+
+    def _sample_wait_s(self, call: Mapping[str, Any]) -> Optional[float]:
+        """How long one runner may take over its share ``call`` of a sample before it is
+        restarted (None: no limit; hangs are then the runner's deadline's and watchdog's job)."""
+        return None
+
+    def _start_workers(self) -> None:
+        # Launch every runner first, then wait: they import torch in parallel.
         try:
-            self._workers = [_Worker(self._ctx, self._payload, i + 1, start_timeout_s)
-                             for i in range(num_env_runners)]
+            self._workers = [self._launch(i + 1) for i in range(self.num_env_runners)]
             for w in self._workers:
                 w.wait_started()
         except BaseException:
@@ -106,17 +114,14 @@ class EnvRunnerGroup:
             raise
 
     # ---------------------------------------------------------------- workers
-    def _start_worker(self, worker_index: int) -> _Worker:
-        return _Worker(self._ctx, self._payload, worker_index, self.start_timeout_s).wait_started()
-
-    def _restart(self, i: int, reason: str) -> _Worker:
+    def _restart(self, i: int, reason: str) -> RunnerHandle:
         old = self._workers[i]
         logger.warning("env runner worker %d died (%s); restarting it", i + 1, reason)
         if old is not None:
             old.kill()
-        worker = self._start_worker(i + 1)
+        worker = self._launch(i + 1).wait_started()
         if self._weights is not None:
-            worker.call("set_weights", self._weights, timeout_s=self._command_timeout_s)
+            worker.call("set_weights", self._share(self._weights), timeout_s=self._command_timeout_s)
         if old is not None and old.last_lifetime:
             worker.call("set_state", old.last_lifetime, timeout_s=self._command_timeout_s)
             worker.last_lifetime = dict(old.last_lifetime)
@@ -126,6 +131,7 @@ class EnvRunnerGroup:
 
     def _broadcast(self, command: str, *args: Any) -> List[Any]:
         """Run ``command`` on every worker (restarting dead ones; then retried once)."""
+        args = tuple(self._share(a) for a in args)
         for i, w in enumerate(self._workers):
             try:
                 w.send(command, *args)
@@ -142,7 +148,7 @@ class EnvRunnerGroup:
 
     @property
     def num_healthy_workers(self) -> int:
-        return sum(1 for w in self._workers if w is not None and w.process.is_alive())
+        return sum(1 for w in self._workers if w is not None and w.is_alive())
 
     # ----------------------------------------------------------------- public
     def get_spaces(self) -> Dict[str, Any]:
@@ -186,12 +192,13 @@ class EnvRunnerGroup:
         :meth:`finish_sample` collects the results. ``weights`` are loaded by each
         worker just before it samples (and kept for restarted workers)."""
         if self.local_runner is not None:
-            raise ValueError("start_sample needs worker processes (num_env_runners >= 1); "
+            raise ValueError("start_sample needs remote env runners (num_env_runners >= 1); "
                              "a local runner samples in this process")
         if self._in_flight is not None:
             raise RuntimeError("a sample is already in flight: call finish_sample() first")
         if weights is not None:
             self._weights = {**(self._weights or {}), **_weights_to_numpy(weights)}
+            shared_weights = self._share(self._weights)
         n = len(self._workers)
         calls: List[Dict[str, Any]] = []
         for i in range(n):
@@ -201,7 +208,7 @@ class EnvRunnerGroup:
             elif num_episodes is not None:
                 kw["num_episodes"] = -(-num_episodes // n)
             if weights is not None:
-                kw["weights"] = self._weights
+                kw["weights"] = shared_weights
             calls.append(kw)
         for i, w in enumerate(self._workers):
             try:
@@ -220,11 +227,11 @@ class EnvRunnerGroup:
         deltas_by_worker: List[Dict[str, Any]] = [{} for _ in range(n)]
         for i in range(n):
             try:
-                result = self._workers[i].recv(None)  # hangs are the runner's and watchdog's job
+                result = self._workers[i].recv(self._sample_wait_s(calls[i]))
             except _WorkerDied as exc:
                 try:
                     result = self._restart(i, str(exc)).call(
-                        "sample", timeout_s=None, **calls[i])
+                        "sample", timeout_s=self._sample_wait_s(calls[i]), **calls[i])
                 except _WorkerDied as exc2:  # died twice in one call: skip its share
                     logger.warning("env runner worker %d died again (%s); skipping its samples "
                                    "for this call", i + 1, exc2)
@@ -355,11 +362,47 @@ class EnvRunnerGroup:
             w.kill()
         self._workers = []
 
-    def __enter__(self) -> "EnvRunnerGroup":
+    def __enter__(self) -> "RunnerGroupBase":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class EnvRunnerGroup(RunnerGroupBase):
+    """Run ``num_env_runners`` env runners in worker processes (0: one local runner).
+
+    Args:
+        num_env_runners: worker processes; 0 runs a local ``MultiAgentEnvRunner``.
+        runner_kwargs: keyword arguments of ``MultiAgentEnvRunner`` (without
+            ``worker_index``, which the group sets: 0 locally, 1..n in workers).
+            For workers they must be picklable (see the module docstring).
+        mp_context: ``"spawn"`` (default) or ``"forkserver"``.
+        sample_timeout_s: the runners' env-call deadline (see
+            ``MultiAgentEnvRunner``): a hung env is recreated inside its
+            runner; a worker whose env hangs outside Python is ended by its
+            watchdog and restarted here. Other commands (weights, state) may
+            take ``max(60, sample_timeout_s)`` seconds before the worker is
+            treated as dead (None: no limit).
+        start_timeout_s: how long a worker may take to start.
+    """
+
+    def __init__(self, num_env_runners: int, runner_kwargs: Mapping[str, Any], *,
+                 mp_context: str = "spawn", sample_timeout_s: Optional[float] = DEFAULT_SAMPLE_TIMEOUT_S,
+                 start_timeout_s: float = 300.0) -> None:
+        if mp_context not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"mp_context must be 'spawn' or 'forkserver' (fork is unsafe with torch), got {mp_context!r}")
+        super().__init__(num_env_runners, runner_kwargs, sample_timeout_s=sample_timeout_s,
+                         start_timeout_s=start_timeout_s)
+        if self.local_runner is not None:
+            return
+        self._payload = _check_picklable(self.runner_kwargs)
+        self._ctx = mp.get_context(mp_context)
+        self._start_workers()
+
+    def _launch(self, worker_index: int) -> RunnerHandle:
+        return _Worker(self._ctx, self._payload, worker_index, self.start_timeout_s)
 
 
 def merge_batches(batches: Sequence[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Dict[str, Any]]:

@@ -1,6 +1,10 @@
-"""The worker side of the process pool, and the parent's handle on one worker.
+"""The worker side of the env-runner backends, and the parent's handle on one worker.
 
-Protocol: the parent sends ``(request_id, command, args, kwargs)``; the worker
+A worker process (``process_pool``) and a Ray actor (``ray_pool``) build their
+runner with ``_start_runner`` and answer requests with ``_serve``; the parent
+talks to either through a ``RunnerHandle``.
+
+Pipe protocol: the parent sends ``(request_id, command, args, kwargs)``; the worker
 answers ``(request_id, status, result)``. Replies carry the id of the request
 they answer, so a reply that arrives after its caller gave up (Ctrl-C in the
 middle of ``train()``, a timeout) is recognised as stale and dropped, and the
@@ -120,22 +124,47 @@ def _run_command(runner: MultiAgentEnvRunner, command: str, args: Tuple[Any, ...
     return getattr(runner, command)(*args, **kw)
 
 
-def _worker_main(conn: Any, payload: bytes, worker_index: int) -> None:
-    """Worker process: build one runner, then serve requests until 'stop'."""
+def _format_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+
+
+def _start_runner(payload: bytes, worker_index: int) -> Tuple[Optional[MultiAgentEnvRunner], Tuple[str, Any]]:
+    """Build the runner of a worker (a process or a Ray actor) and start its watchdog.
+
+    Start-up errors come back as an ``("error", traceback)`` status pair rather
+    than as an exception, so the parent reports a broken env creator as a start
+    failure instead of restarting the worker forever.
+    """
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one core per runner: N runners must not oversubscribe the machine
     try:
         kwargs = pickle.loads(payload)
         kwargs["worker_index"] = worker_index
         runner = MultiAgentEnvRunner(**kwargs)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        conn.send((0, "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        return None, ("error", _format_error(exc))
+    _start_watchdog(runner, worker_index)
+    return runner, ("ok", None)
+
+
+def _serve(runner: MultiAgentEnvRunner, command: str, args: Tuple[Any, ...], kw: Dict[str, Any]) -> Tuple[str, Any]:
+    """Run one request; user-code errors become an ``("error", traceback)`` reply, so a
+    healthy worker stays up and the parent re-raises them (``WorkerError``)."""
+    try:
+        return "ok", _run_command(runner, command, args, kw)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        return "error", _format_error(exc)
+
+
+def _worker_main(conn: Any, payload: bytes, worker_index: int) -> None:
+    """Worker process: build one runner, then serve requests until 'stop'."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runner, started = _start_runner(payload, worker_index)
+    conn.send((0, *started))
+    if runner is None:
         conn.close()
         return
-    _start_watchdog(runner, worker_index)
-    conn.send((0, "ok", None))
     while True:
         try:
             request_id, command, args, kw = conn.recv()
@@ -145,15 +174,61 @@ def _worker_main(conn: Any, payload: bytes, worker_index: int) -> None:
             runner.stop()
             conn.send((request_id, "ok", None))
             break
-        try:
-            result = _run_command(runner, command, args, kw)
-            conn.send((request_id, "ok", result))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            conn.send((request_id, "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        conn.send((request_id, *_serve(runner, command, args, kw)))
     conn.close()
 
 
-class _Worker:
+class RunnerHandle:
+    """The parent's end of one remote runner, whatever carries the calls.
+
+    Backends (a process with a pipe, a Ray actor) implement ``send``,
+    ``_recv`` (the ``(status, result)`` reply to the latest request, raising
+    ``_WorkerDied`` when the runner is gone or silent past ``timeout_s``),
+    ``kill`` and ``is_alive``; the reply protocol and its errors are shared.
+    A new handle's first ``_recv`` answers whether its runner started.
+    """
+
+    worker_index: int
+    start_timeout_s: float
+    #: The lifetime counters of the runner's latest sample, restored into a restarted runner.
+    last_lifetime: Dict[str, int]
+
+    def send(self, command: str, *args: Any, **kw: Any) -> None:
+        raise NotImplementedError
+
+    def _recv(self, timeout_s: Optional[float]) -> Tuple[str, Any]:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def is_alive(self) -> bool:
+        raise NotImplementedError
+
+    def wait_started(self) -> "RunnerHandle":
+        """Block until the runner in the worker is built (or raise why it was not)."""
+        try:
+            status, result = self._recv(self.start_timeout_s)
+        except _WorkerDied as exc:
+            self.kill()
+            raise WorkerError(f"env runner worker {self.worker_index} died while starting: {exc}") from exc
+        if status != "ok":
+            self.kill()
+            raise WorkerError(f"env runner worker {self.worker_index} failed to start:\n{result}")
+        return self
+
+    def recv(self, timeout_s: Optional[float]) -> Any:
+        status, result = self._recv(timeout_s)
+        if status == "error":
+            raise WorkerError(f"env runner worker {self.worker_index} raised:\n{result}")
+        return result
+
+    def call(self, command: str, *args: Any, timeout_s: Optional[float] = None, **kw: Any) -> Any:
+        self.send(command, *args, **kw)
+        return self.recv(timeout_s)
+
+
+class _Worker(RunnerHandle):
     """One worker process and the parent's end of its pipe."""
 
     def __init__(self, ctx: Any, payload: bytes, worker_index: int, start_timeout_s: float) -> None:
@@ -168,18 +243,6 @@ class _Worker:
         self.start_timeout_s = start_timeout_s
         self._ids = itertools.count(1)
         self._waiting_for = 0  # the request whose reply the next recv() returns
-
-    def wait_started(self) -> "_Worker":
-        """Block until the runner in the worker is built (or raise why it was not)."""
-        try:
-            status, result = self._recv(self.start_timeout_s)
-        except _WorkerDied as exc:
-            self.kill()
-            raise WorkerError(f"env runner worker {self.worker_index} died while starting: {exc}") from exc
-        if status != "ok":
-            self.kill()
-            raise WorkerError(f"env runner worker {self.worker_index} failed to start:\n{result}")
-        return self
 
     def send(self, command: str, *args: Any, **kw: Any) -> None:
         request_id = next(self._ids)
@@ -215,18 +278,11 @@ class _Worker:
         why = " (its watchdog ended it: an env call never returned)" if code == EXIT_ENV_HUNG else ""
         return f"process exited with code {code}{why}"
 
-    def recv(self, timeout_s: Optional[float]) -> Any:
-        status, result = self._recv(timeout_s)
-        if status == "error":
-            raise WorkerError(f"env runner worker {self.worker_index} raised:\n{result}")
-        return result
-
-    def call(self, command: str, *args: Any, timeout_s: Optional[float] = None, **kw: Any) -> Any:
-        self.send(command, *args, **kw)
-        return self.recv(timeout_s)
-
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()

@@ -39,7 +39,7 @@ class Algorithm:
         from envs.agent_spaces import wrap_env_creator
         from envs.env_runner import infer_module_spaces
         from envs.registry import make_env_creator
-        from envs.worker_pool import EnvRunnerGroup
+        from envs.worker_pool import make_env_runner_group
         from learners.learner_group import LearnerGroup
 
         config.validate()
@@ -101,7 +101,9 @@ class Algorithm:
             if torch.get_num_threads() > threads:
                 logging.getLogger("marl").info("overlap_sampling: torch.set_num_threads(%d) for the learner", threads)
                 torch.set_num_threads(threads)
-        self.env_runner_group = EnvRunnerGroup(config.num_env_runners, self._runner_kwargs)
+        self.env_runner_group = make_env_runner_group(
+            config.num_env_runners, self._runner_kwargs, backend=config.env_runner_backend,
+            num_cpus_per_env_runner=config.num_cpus_per_env_runner)
         self.env_runner_group.sync_weights(self.learner_group.get_weights())
         self._eval_runner = None
         self._prefetched = None  # an overlapped sample collected early (see _sample)
@@ -378,7 +380,7 @@ class Algorithm:
         self._collect_sample_in_flight()
         self._prefetched = None  # sampled before the restore: not part of the restored run
         restore_algorithm(self, path, component)
-        self.learner_group.mark_local_state_changed()  # remote learners take the restored state
+        self.learner_group.push_local_state()  # remote learners take the restored state
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Optional[AlgorithmConfig] = None) -> "Algorithm":

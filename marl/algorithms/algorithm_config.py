@@ -151,6 +151,8 @@ class AlgorithmConfig:
         self.entropy_coeff = 0.0
         # learners
         self.num_learners = 0
+        self.env_runner_backend = "auto"
+        self.num_cpus_per_env_runner: float = 1
         self.num_cpus_per_learner: Union[str, float] = "auto"
         self.num_gpus_per_learner: float = 0
         self.shared_optimizer: Optional[bool] = None
@@ -252,12 +254,22 @@ class AlgorithmConfig:
         learner's torch threads are lowered to the cores the runners leave
         (``os.cpu_count() - num_env_runners``, at least 1); call
         ``torch.set_num_threads`` after ``build()`` to choose otherwise.
+
+        ``backend`` (marl's own, default "auto"): where ``num_env_runners >= 1``
+        runners live: "processes" (spawned on this machine) or "ray" (Ray actors
+        with ``num_cpus_per_env_runner`` CPUs each, RLlib's default 1, on the
+        cluster ``ray.init()`` connected to); "auto" is Ray when this process
+        called ``ray.init()``, else processes. Both restart a dead runner and
+        count it in ``env_runners/num_env_runner_restarts``.
         """
+        if "backend" in kwargs:
+            kwargs["env_runner_backend"] = kwargs.pop("backend")
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
              "env_to_module_connector", "explore", "normalize_actions", "clip_actions",
-             "sample_timeout_s", "nonfinite_env_values", "overlap_sampling"},
+             "sample_timeout_s", "nonfinite_env_values", "overlap_sampling",
+             "env_runner_backend", "num_cpus_per_env_runner"},
             kwargs,
         )
 
@@ -455,6 +467,8 @@ class AlgorithmConfig:
                          hint="or 'auto' (1)")
         check_number("num_gpus_per_learner", self.num_gpus_per_learner, low=0.0)
         check_choice("learner_backend", self.learner_backend, ("auto", "processes", "ray"))
+        check_choice("env_runner_backend", self.env_runner_backend, ("auto", "processes", "ray"))
+        check_number("num_cpus_per_env_runner", self.num_cpus_per_env_runner, low=0.0, low_open=True)
         if self.learner_device is not None and not isinstance(self.learner_device, str):
             raise _bad_value("learner_device", self.learner_device, "None, 'cpu', 'cuda' or 'cuda:<index>'")
         if self.shared_optimizer is not None:

@@ -429,6 +429,7 @@ def load_algorithm(path: str, config: Any = None) -> Any:
     algo = algo_cls(config=config)
     try:
         apply_restore(algo, read_restore(algo, Path(root), None, verified=verified))
+        algo.learner_group.push_local_state()  # remote learners (num_learners > 0) take it too
     except BaseException:
         algo.stop()
         raise
