@@ -98,6 +98,38 @@ def test_two_learners_on_half_batches_take_one_learners_step(shared_encoder):
         single.stop()
 
 
+def test_an_update_interrupted_by_ctrl_c_never_counts():
+    """The remote learners finish an update whose caller was interrupted; the next update
+    starts from the local copy (the state before it), so one update is one step."""
+    single = spread_config(num_learners=0).build()
+    config = spread_config(num_learners=2)
+    group = LearnerGroup(config=config, learner_class=config.get_learner_class(), module_spec=single.module_spec)
+    try:
+        samples, _ = single.env_runner_group.sample(ROWS)
+        group.set_state(single.learner_group.get_state())
+        remote = group._remote
+        real_call_all = remote.call_all
+
+        def interrupted_after_the_update(method, *args):
+            result = real_call_all(method, *args)
+            if method == "update_from_samples":
+                remote.call_all = real_call_all
+                raise KeyboardInterrupt
+            return result
+
+        remote.call_all = interrupted_after_the_update
+        with pytest.raises(KeyboardInterrupt):
+            group.update_from_samples(samples)
+        assert_same_weights(group.get_state(), single.learner_group.get_state(), atol=0)  # local: untouched
+        group.update_from_samples(samples)
+        single.learner_group.update_from_samples(samples)
+        for rank_state in remote_states(group):
+            assert_same_weights(rank_state, single.learner_group.get_state())
+    finally:
+        group.stop()
+        single.stop()
+
+
 class NaNOnSecondLearner(PPOTorchLearner):
     """A loss that is NaN on rank 1 only: rank 0 must not wait forever in the all-reduce."""
 
