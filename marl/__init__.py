@@ -24,6 +24,8 @@ _HOMES = {
     "InferenceOnlyAPI": "marl.core.apis",
     "TargetNetworkAPI": "marl.core.apis",
     "QNetAPI": "marl.core.apis",
+    "export_policy": "marl.core.export",
+    "export_policy_from_checkpoint": "marl.core.export",
     # default models
     "DefaultModelConfig": "marl.models",
     "DefaultPPOTorchRLModule": "marl.models",

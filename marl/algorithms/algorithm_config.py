@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """An algorithm config value is unknown or inconsistent."""
 
 
+def _backend_name(value: Any) -> Any:
+    """``"process"`` (API.md's spelling) is ``"processes"``."""
+    return "processes" if value == "process" else value
+
+
 def _unknown_key_error(method: str, key: str, valid: Collection[str]) -> ConfigError:
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -263,7 +268,7 @@ class AlgorithmConfig:
         count it in ``env_runners/num_env_runner_restarts``.
         """
         if "backend" in kwargs:
-            kwargs["env_runner_backend"] = kwargs.pop("backend")
+            kwargs["env_runner_backend"] = _backend_name(kwargs.pop("backend"))
         return self._set(
             "env_runners",
             {"num_env_runners", "num_envs_per_env_runner", "rollout_fragment_length",
@@ -323,9 +328,10 @@ class AlgorithmConfig:
         Gradients are averaged over the learners once per minibatch, so K learners
         on K shards take the step one learner would take on the whole minibatch.
         """
-        for ours, key in (("backend", "learner_backend"), ("device", "learner_device")):
-            if ours in kwargs:
-                kwargs[key] = kwargs.pop(ours)
+        if "backend" in kwargs:
+            kwargs["learner_backend"] = _backend_name(kwargs.pop("backend"))
+        if "device" in kwargs:
+            kwargs["learner_device"] = kwargs.pop("device")
         return self._set("learners", {"num_learners", "num_cpus_per_learner", "num_gpus_per_learner",
                                       "shared_optimizer", "learner_backend", "learner_device"}, kwargs)
 

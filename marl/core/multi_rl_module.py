@@ -19,7 +19,7 @@ from torch import nn
 
 from marl.core import checkpoint_io as io
 from marl.core.constants import DEFAULT_MODULE_ID, SHARED_ENCODER_ID, ModuleID
-from marl.core.rl_module import RLModule, RLModuleSpec
+from marl.core.rl_module import RLModule, RLModuleSpec, module_spec_from_metadata
 from marl.core.spaces_json import space_from_json
 from marl.core.torch_rl_module import TorchRLModule
 
@@ -269,30 +269,63 @@ class MultiRLModule(TorchRLModule):
     def _from_checkpoint_metadata(
         cls, path: Path, meta: Dict[str, Any], verified: io.VerifiedCheckpoint
     ) -> "MultiRLModule":
-        from marl.core.rl_module import _module_spec_from_metadata
-
         source = path / io.METADATA_FILE
-        container_cls = io.import_class(meta["class"], source=source, base=MultiRLModule)
         specs = {}
         for module_id in meta["module_ids"]:
-            _check_module_id(module_id)
+            _check_module_id(module_id)  # before it names a directory to read
             if module_id not in meta["children"]:
                 raise io.CheckpointError(f"{str(source)!r} lists module {module_id!r} but no checksums for it")
-            specs[module_id] = _module_spec_from_metadata(
+            specs[module_id] = module_spec_from_metadata(
                 io.read_metadata(path / module_id), path / module_id / io.METADATA_FILE
             )
-        try:
-            container = container_cls(
-                observation_space=space_from_json(meta["observation_space"]),
-                action_space=space_from_json(meta["action_space"]),
-                inference_only=bool(meta["inference_only"]),
-                model_config=io.config_from_json(meta["model_config"], source=source),
-                rl_module_specs=specs,
-            )
-        except KeyError as e:
-            raise io.CheckpointError(f"checkpoint file {str(source)!r} has no {e}") from e
+        container = container_from_metadata(meta, specs, source)
         container.set_state(container._read_checkpoint_states(path, strict=True, verified=verified))
         return container
+
+    # ---------------------------------------------------------------- export
+    def routes_forward_passes(self) -> bool:
+        """Whether this container's class overrides a forward pass.
+
+        Such a container routes data between its modules (e.g. through a
+        shared encoder), so its policies cannot act without it: exporting one
+        (:meth:`export_policy`) takes the container's routing along.
+        """
+        names = ("_forward", "_forward_inference", "_forward_exploration", "_forward_train")
+        return any(getattr(type(self), name) is not getattr(MultiRLModule, name) for name in names)
+
+    def export_policy(self, module_id: ModuleID) -> RLModule:
+        """One policy as a standalone module (with copies of the shared modules it needs).
+
+        See :func:`marl.core.export.export_policy`; ``save_to_path`` on the
+        result writes a checkpoint that ``RLModule.from_checkpoint`` loads.
+        """
+        from marl.core.export import export_policy
+
+        return export_policy(self, module_id)
+
+
+def container_from_metadata(
+    meta: Dict[str, Any], specs: Dict[ModuleID, RLModuleSpec], source: Path
+) -> MultiRLModule:
+    """Build (untrained) the container ``meta`` describes, with ``specs`` as its modules.
+
+    ``meta`` holds what :meth:`MultiRLModule.get_ctor_metadata` wrote; its
+    class goes through the same allow-list as every module class (imported
+    only, a ``MultiRLModule`` subclass). Errors name ``source``.
+    """
+    for module_id in specs:
+        _check_module_id(module_id)
+    container_cls = io.import_class(meta.get("class"), source=source, base=MultiRLModule)
+    try:
+        return container_cls(
+            observation_space=space_from_json(meta["observation_space"]),
+            action_space=space_from_json(meta["action_space"]),
+            inference_only=bool(meta["inference_only"]),
+            model_config=io.config_from_json(meta["model_config"], source=source),
+            rl_module_specs=specs,
+        )
+    except KeyError as e:
+        raise io.CheckpointError(f"checkpoint file {str(source)!r} has no {e}") from e
 
 
 def checkpoint_module_ids(path: str) -> List[ModuleID]:

@@ -267,13 +267,17 @@ class RLModule:
                 f"{str(source)!r} does not describe an RLModule "
                 f"(kind={kind!r}); expected 'rl_module' or 'multi_rl_module'"
             )
-        module = _module_spec_from_metadata(meta, source).build()
+        module = module_spec_from_metadata(meta, source).build()
         module.set_state(module._read_checkpoint_state(path, verified=verified))
         return module
 
 
-def _module_spec_from_metadata(meta: Dict[str, Any], source: Path) -> "RLModuleSpec":
-    """The spec a module's ``metadata.json`` describes (class checked, nothing built)."""
+def module_spec_from_metadata(meta: Dict[str, Any], source: Path) -> "RLModuleSpec":
+    """The spec a module's ``metadata.json`` describes (class checked, nothing built).
+
+    Also reads the module descriptions an exported policy keeps in its model
+    config (``marl.core.export``), so both go through the one allow-list.
+    """
     try:
         return RLModuleSpec(
             module_class=io.import_class(meta["class"], source=source, base=RLModule),

@@ -33,6 +33,25 @@ def _check_no_lstm(cfg: Mapping[str, Any], owner: str) -> None:
         )
 
 
+def shared_embeddings(batch: Dict[str, Any], head: Any) -> torch.Tensor:
+    """The shared encoder's output in a head's batch; without it, say how to run the policy alone.
+
+    A head loaded on its own (``RLModule.from_checkpoint(<ckpt>/.../rl_module/<id>)``)
+    has no encoder: the error points to exporting the policy with it.
+    """
+    if Columns.EMBEDDINGS not in batch:
+        raise KeyError(
+            f"{type(head).__name__} is the head of one policy of a SharedEncoderMultiRLModule and reads "
+            f"{Columns.EMBEDDINGS!r}, which that container's shared encoder puts into the batch; it cannot "
+            "act alone. To run one policy on its own, export it with a copy of the encoder: "
+            "container.export_policy(module_id) (or marl.core.export.export_policy(algo, module_id)), or "
+            "from a checkpoint marl.core.export.export_policy_from_checkpoint('<ckpt>/learner_group/learner/"
+            "rl_module/<module_id>'); save that with .save_to_path(path) and load it with "
+            "RLModule.from_checkpoint(path)"
+        )
+    return batch[Columns.EMBEDDINGS]
+
+
 class SharedEncoderModule(TorchRLModule):
     """The encoder (MLP or CNN from ``fcnet_*`` / ``conv_*``); not a policy."""
 
@@ -73,12 +92,7 @@ class SharedEncoderPolicyHead(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI)
         return ["vf"]
 
     def _embeddings(self, batch: Dict[str, Any]) -> torch.Tensor:
-        if Columns.EMBEDDINGS not in batch:
-            raise KeyError(
-                f"{type(self).__name__} reads {Columns.EMBEDDINGS!r} from the batch; run it "
-                "inside SharedEncoderMultiRLModule, which puts the shared encoder's output there"
-            )
-        return batch[Columns.EMBEDDINGS]
+        return shared_embeddings(batch, self)
 
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         logits = self.pi(self._embeddings(batch))

@@ -16,6 +16,7 @@ from marl.core.columns import Columns
 from marl.models.action_masking import split_observation_space
 from marl.models.default_sac_rl_module import DefaultSACTorchRLModule
 from marl.models.encoders import ObservationEncoder
+from marl.models.shared_encoder import shared_embeddings
 
 
 class SharedEncoderSACHead(DefaultSACTorchRLModule):
@@ -33,7 +34,4 @@ class SharedEncoderSACHead(DefaultSACTorchRLModule):
         return out
 
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
-        if Columns.EMBEDDINGS not in batch:
-            raise KeyError(f"{type(self).__name__} reads {Columns.EMBEDDINGS!r}; run it inside "
-                           "SharedEncoderMultiRLModule, which puts the shared encoder's output there")
-        return {Columns.ACTION_DIST_INPUTS: self.action_dist_inputs(batch[Columns.EMBEDDINGS])}
+        return {Columns.ACTION_DIST_INPUTS: self.action_dist_inputs(shared_embeddings(batch, self))}
