@@ -151,6 +151,8 @@ def _start_remote_learners(config: Any, learner_class: type, module_spec: Any, n
 
     backend = resolve_learner_backend(getattr(config, "learner_backend", "auto"))
     gpus = float(getattr(config, "num_gpus_per_learner", 0) or 0)
+    if not gpus and str(getattr(config, "learner_device", None) or "").startswith("cuda"):
+        gpus = 1.0  # device="cuda" asks for a GPU per learner too
     cpus = getattr(config, "num_cpus_per_learner", "auto")
     cpus = 1 if cpus == "auto" else cpus
     payload = dumps_for_worker((learner_class, config, module_spec))
