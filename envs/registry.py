@@ -10,9 +10,12 @@ later inside an env runner.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
+import pkgutil
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -46,6 +49,13 @@ _REGISTRY_NAME = re.compile(r"^(?P<family>[A-Za-z0-9_.-]+)/(?P<name>\w+?)(?:-v(?
 #: MPE moved out of PettingZoo into the ``mpe2`` package, which has no registry entries.
 _MPE_FAMILY = "mpe"
 _MPE_PACKAGE = "mpe2"
+
+#: A PettingZoo env module path: ``pettingzoo.<family>.<name>_v<N>`` or ``mpe2.<name>_v<N>``.
+_MODULE_PATH = re.compile(
+    rf"^(?:pettingzoo\.(?P<family>\w+)|{_MPE_PACKAGE})\.(?P<name>\w+?)_v(?P<version>\d+)$"
+)
+#: What a name is without its family/package prefix and version, for "did you mean".
+_BARE_NAME = re.compile(r"^(?:.*[/.:])?(?P<bare>.+?)(?:[-_]v\d+)?$")
 
 #: Names given to `register_env`, checked before every other string form.
 _USER_ENVS: dict[str, Callable[..., Any]] = {}
@@ -223,6 +233,7 @@ def _resolve_registry_name(
         module_name = f"{_MPE_PACKAGE}.{env_name}_v{version}"
         if _module_exists(module_name):
             return EnvCreator("pettingzoo_module", module_name, config, f"PettingZoo env {name!r}")
+        _raise_if_misnamed(name, family, env_name, version)
         return None
     # Prefer the parallel entry point; turn-based games (classic) only have an AEC one.
     for env_type in ("parallel", "aec"):
@@ -231,6 +242,7 @@ def _resolve_registry_name(
         except PettingZooRegistryError:
             continue
         return EnvCreator("pettingzoo_registry", (env_type, spec.id), config, f"PettingZoo env {name!r}")
+    _raise_if_misnamed(name, family, env_name, version)
     return None
 
 
@@ -240,6 +252,9 @@ def _resolve_import_path(name: str, config: dict[str, Any]) -> EnvCreator | None
         module = _import_module(name)
         _pettingzoo_module_factory(module)  # fail now if it is no env module
         return EnvCreator("pettingzoo_module", name, config, f"module {name!r}")
+    match = _MODULE_PATH.match(name)
+    if match:
+        _raise_if_misnamed(name, match["family"] or _MPE_FAMILY, match["name"], match["version"])
     module_name, _, attr = name.rpartition(".")
     if not _module_exists(module_name):
         return None
@@ -321,12 +336,70 @@ def _gym_has(env_id: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _pettingzoo_catalogue() -> dict[tuple[str, str], dict[int, tuple[str, str]]]:
+    """``(family, name) -> {version: (registry name, module path)}`` of every PettingZoo env,
+    MPE's from the ``mpe2`` package."""
+    catalogue: dict[tuple[str, str], dict[int, tuple[str, str]]] = {}
+    for spec in pettingzoo.aec_registry.values():
+        module = f"pettingzoo.{spec.namespace}.{spec.name}_v{spec.version}"
+        catalogue.setdefault((spec.namespace, spec.name), {})[spec.version] = (spec.id, module)
+    mpe = importlib.util.find_spec(_MPE_PACKAGE)
+    for info in pkgutil.iter_modules(mpe.submodule_search_locations if mpe else []):
+        match = _MODULE_PATH.match(f"{_MPE_PACKAGE}.{info.name}")
+        if match:
+            env_name, version = match["name"], int(match["version"])
+            catalogue.setdefault((_MPE_FAMILY, env_name), {})[version] = (
+                f"{_MPE_FAMILY}/{env_name}-v{version}", f"{_MPE_PACKAGE}.{info.name}")
+    return catalogue
+
+
+def _raise_if_misnamed(name: str, family: str, env_name: str, version: str | None) -> None:
+    """``name`` asks for a known PettingZoo env at a version or path it does not have (the
+    deprecated ``knights_archers_zombies_v10``, MPE's old ``pettingzoo.mpe`` path): say how
+    to ask for the current one."""
+    versions = _pettingzoo_catalogue().get((family, env_name))
+    if not versions or version is None:
+        return
+    asked, newest = int(version), max(versions)
+    if asked in versions:
+        problem, current = f"{family}/{env_name}-v{asked} is not importable as {name!r}", asked
+    else:
+        package = _MPE_PACKAGE if family == _MPE_FAMILY else "pettingzoo"
+        status = "deprecated" if asked < newest else "not available"
+        problem = (f"version v{asked} of {family}/{env_name} is {status} in {package} "
+                   f"{importlib.metadata.version(package)}; the current version is v{newest}")
+        current = newest
+    registry_name, module_path = versions[current]
+    raise _unknown(name, detail=f"{problem}: ask for {registry_name!r} or {module_path!r}", suggest=False)
+
+
 def _known_names() -> list[str]:
-    return [*_USER_ENVS, *gym.registry, *pettingzoo.aec_registry]
+    pettingzoo_names = [n for versions in _pettingzoo_catalogue().values() for pair in versions.values() for n in pair]
+    return [*_USER_ENVS, *gym.registry, *pettingzoo_names]
 
 
-def _unknown(name: str, detail: str | None = None) -> UnknownEnvError:
-    close = difflib.get_close_matches(name, _known_names(), n=3, cutoff=0.75)
+def _close_names(name: str, limit: int = 3) -> list[str]:
+    """Known names close to ``name``: by spelling, else by bare name ("connect_four" ->
+    "classic/connect_four-v3", "pettingzoo.classic.connect_four_v3")."""
+    known = _known_names()
+    close = difflib.get_close_matches(name, known, n=limit, cutoff=0.75)
+    if close:
+        return close
+    by_bare: dict[str, list[str]] = {}
+    for known_name in known:
+        by_bare.setdefault(_bare_name(known_name), []).append(known_name)
+    matches = difflib.get_close_matches(_bare_name(name), list(by_bare), n=limit, cutoff=0.8)
+    return [known_name for bare in matches for known_name in by_bare[bare]][:limit]
+
+
+def _bare_name(name: str) -> str:
+    match = _BARE_NAME.match(name.lower())
+    return match["bare"] if match else name.lower()
+
+
+def _unknown(name: str, detail: str | None = None, suggest: bool = True) -> UnknownEnvError:
+    close = _close_names(name) if suggest else []
     lines = [f"Unknown environment {name!r}" + (f" ({detail})" if detail else "") + "."]
     if name.startswith("ALE/"):
         lines.append(f'Atari ids need their module prefix: "ale_py:{name}".')

@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Learning curves of several runs on one figure.
 
+    python scripts/plot.py runs/<group>/ --band std --smooth 5 --out seeds.png   # a --seeds group
+    python scripts/plot.py runs/<group>/ --per-agent --out agents.png
     python scripts/plot.py runs/run-a runs/run-b --out curves.png
     python scripts/plot.py runs/sweeps/ppo_simple_spread_setups_seeds-*/ --out setups.png
     python scripts/plot.py runs/* --group-by policy_setup --band std
     python scripts/plot.py runs/* --metric learners/agent_0/entropy
 
 Arguments are run directories (with metrics.jsonl) or directories holding runs
-(a sweep directory, runs/). By default runs whose config.yaml differ only in
-the seed (and other bookkeeping options) form one group, drawn as the mean
-over its runs with a min-max band; ``--group-by KEY`` groups by one config key
-instead (an option, a hyperparameter, or a dotted field like env_config.N).
+(a --seeds group directory, a sweep directory, runs/). By default runs whose
+config.yaml differ only in the seed (and other bookkeeping options) form one
+group, drawn as the mean over its runs with a min-max band (--band std: mean
++- one std); --group-by KEY groups by one config key instead (an option, a
+hyperparameter, or a dotted field like env_config.N). --smooth N averages each
+run over N iterations first; --per-agent adds each agent's return (dashed).
 """
 from __future__ import annotations
 
@@ -25,6 +29,16 @@ if str(_REPO_ROOT) not in sys.path:
 
 from scripts.experiment import plotting  # noqa: E402
 from scripts.experiment.run_dir import RETURN_KEY, STEP_KEY  # noqa: E402
+
+
+def _window(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (iterations), got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config key to group runs by (default: runs equal except for the seed form a group)")
     parser.add_argument("--band", choices=plotting.BANDS, default="minmax",
                         help="spread drawn around a group's mean (default: minmax)")
+    parser.add_argument("--smooth", type=_window, default=1, metavar="N",
+                        help="moving average over N iterations, per run, before the mean (default: 1, none)")
+    parser.add_argument("--per-agent", action="store_true",
+                        help="also draw each agent's return (the per-agent keys of a return metric), dashed")
     parser.add_argument("--out", default="learning_curves.png", metavar="PNG",
                         help="output image path (default: learning_curves.png)")
     parser.add_argument("--title", default=None)
@@ -49,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Draw the figure; returns ``{"out", "groups"}`` (``groups``: label -> run directories)."""
+    """Draw the figure; returns ``{"out", "groups", "figure"}`` (``groups``: label -> run
+    directories; ``figure``: the matplotlib figure, closed, for a caller to inspect)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -59,14 +78,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     runs = [plotting.load_run(p) for p in run_dirs]
     groups = plotting.group_runs(runs, args.group_by)
     try:
-        out = plotting.plot_groups(groups, Path(args.out), metric=args.metric, x=args.x, band=args.band,
-                                   title=args.title)
-    except ValueError as e:
-        parser.error(f"argument --metric: {e}")
+        figure = plotting.draw_groups(groups, metric=args.metric, x=args.x, band=args.band, title=args.title,
+                                      smoothing=args.smooth, per_agent=args.per_agent)
+    except plotting.PlotError as e:
+        parser.error(f"argument {e.argument}: {e}")
+    out = plotting.save_figure(figure, Path(args.out))
     for label, members in groups.items():
         print(f"{label}: {len(members)} run(s): {', '.join(str(m.path) for m in members)}")
     print(f"wrote {out}")
-    return {"out": out, "groups": {label: [m.path for m in members] for label, members in groups.items()}}
+    return {"out": out, "groups": {label: [m.path for m in members] for label, members in groups.items()},
+            "figure": figure}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Train or evaluate a multi-agent policy; every run gets its own directory.
 
-With no arguments: IPPO with a shared encoder on MPE simple_spread (3 agents),
-about three minutes on two CPU cores. ``--help`` lists every option;
-``scripts/experiment/`` holds the pieces (one job per module).
+With no arguments: IPPO with a shared encoder on MPE simple_spread (3 agents)
+for 200,000 env steps, a budget of steps rather than seconds so the result is
+the same on every machine (1.5-2.5 minutes on two CPU cores). ``--help``
+lists every option; ``scripts/experiment/`` holds the pieces (one job per module).
 
     python scripts/run_marl.py
+    python scripts/run_marl.py --seeds 0,1,2 --parallel 2 --tensorboard --eval-interval 10
     python scripts/run_marl.py --policy-setup per-agent --lr=0.0005 --stop-iters 50 --wandb
     python scripts/run_marl.py --resume runs/<run> --stop-timesteps 400000
     python scripts/run_marl.py --eval runs/<run> --eval-episodes 3 --render
@@ -29,13 +31,14 @@ if str(_REPO_ROOT) not in sys.path:
 from scripts.experiment import cli, closed_pipes, interrupts  # noqa: E402
 from scripts.experiment.run_dir import (  # noqa: E402
     CHECKPOINT_DIR,
+    EVAL_RETURN_KEY,
+    METRICS_FILE,
     RETURN_KEY,
     STEP_KEY,
     MetricsLog,
     create_run_dir,
     find_checkpoint,
     find_run_dir,
-    flatten,
     read_metrics,
     write_config,
 )
@@ -45,7 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the command line ``argv`` (default ``sys.argv[1:]``).
 
     Returns ``{"run_dir", "checkpoint", "final", "stop_reason", ...}`` after
-    training, or ``{"returns", "gif", ...}`` after ``--eval``. Bad arguments
+    training, ``{"group_dir", "runs", "summary", ...}`` after ``--seeds``, or
+    ``{"returns", "gif", ...}`` after ``--eval``. Bad arguments
     print an argparse-style error naming the argument and exit with status 2.
 
     Ctrl-C (SIGINT) or SIGTERM during training stops the run once the
@@ -63,7 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         try:
             if spec.eval is not None:
                 return evaluate(spec)
-            result = train(spec)
+            if spec.seeds is not None:
+                from scripts.experiment.seeds import run_seeds
+
+                result = run_seeds(spec, train)
+            else:
+                result = train(spec)
         except cli.UsageError as e:
             cli.usage_error(str(e))
             raise AssertionError("unreachable")
@@ -79,9 +88,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- train
-def train(spec: cli.RunSpec) -> Dict[str, Any]:
-    """Build the algorithm, train until a stop condition holds, save, plot, summarise."""
-    from scripts.experiment import plotting, progress, tracking
+def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
+    """Build the algorithm, train until a stop condition holds, save, plot, summarise.
+
+    ``prefix`` starts each progress line (``seed 1 | `` when several seeds share a console).
+    """
+    from scripts.experiment import loggers, plotting, progress, tracking
     from scripts.experiment.algo_config import algorithm_config_snapshot, build_algorithm_config
     from scripts.experiment.stopping import StopConditions
 
@@ -110,7 +122,6 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
                 options["resumed_from"] = str(resume_checkpoint)
             write_config(run_dir, options, algorithm_config_snapshot(config))
             checkpoint = run_dir / CHECKPOINT_DIR
-            metrics = MetricsLog(run_dir)
 
             if resume_checkpoint is not None:
                 try:
@@ -120,7 +131,7 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
                         f"argument --resume: checkpoint {str(resume_checkpoint)!r} does not fit the resolved "
                         f"config (did an override change the modules?): {type(e).__name__}: {e}"
                     ) from None
-                dropped = metrics.truncate_after(algo.iteration)
+                dropped = MetricsLog(run_dir).truncate_after(algo.iteration)
                 console.print(
                     f"resumed {run_dir} at iteration {algo.iteration}, "
                     f"{algo.get_state()['counters'][STEP_KEY]:,} env steps"
@@ -130,12 +141,14 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
             tracker = tracking.start_tracking(spec, run_dir, options, resume_id=_wandb_run_id(run_dir))
             if isinstance(tracker, tracking.WandbTracker):
                 (run_dir / "wandb_run_id").write_text(tracker.run_id)
+            stream = loggers.open_loggers(run_dir, history, spec.tensorboard, tracker)
             stop = StopConditions.from_spec(spec)
             console.print(
                 f"[bold]{spec.algo.upper()}[/bold] / {setup.name} on {spec.env}: modules "
                 f"{', '.join(setup.module_ids)}; stop at {stop.describe()}; run dir {run_dir}"
             )
-            bar = progress.TrainingProgress(stop, history[-1] if history else None, enabled=spec.progress)
+            bar = progress.TrainingProgress(stop, history[-1] if history else None,
+                                            mode=progress.progress_mode(spec.progress, spec.quiet), prefix=prefix)
             session_rows: List[Dict[str, Any]] = []
             started = time.perf_counter()
             if resume_checkpoint is not None and resume_checkpoint.resolve() == checkpoint.resolve():
@@ -147,10 +160,7 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
             try:
                 try:
                     while reason is None and not interrupt.requested:
-                        row = flatten(algo.train())
-                        row["timestamp"] = time.time()
-                        metrics.append(row)
-                        tracker.log(row)
+                        row = stream.log(algo.train())
                         session_rows.append(row)
                         bar.update(row)
                         if spec.checkpoint_every and row["training_iteration"] % spec.checkpoint_every == 0:
@@ -160,6 +170,7 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
                         reason = stop.reason(row, time.perf_counter() - started)
                 finally:
                     bar.close()
+                    stream.close()
             except Exception as e:
                 if not interrupt.requested:
                     raise
@@ -197,27 +208,44 @@ def train(spec: cli.RunSpec) -> Dict[str, Any]:
             rows=rows,
             session_rows=session_rows,
             session_seconds=seconds,
-            facts={
-                "run dir": str(run_dir),
-                "setup": f"{spec.algo} / {setup.name}: {', '.join(f'{a}->{m}' for a, m in setup.agent_to_module.items())}",
-                "checkpoint": str(checkpoint),
-                "learning curve": str(curve) if curve else "n/a (no episode finished)",
-            },
+            facts=_facts(spec, setup, run_dir, checkpoint, curve),
         )
     )
+    evaluations = [r[EVAL_RETURN_KEY] for r in rows if isinstance(r.get(EVAL_RETURN_KEY), (int, float))]
     return {
         "run_dir": run_dir,
+        "seed": spec.seed,
         "checkpoint": checkpoint,
         "final": final,
         "stop_reason": reason,
         "session_seconds": seconds,
         "first_return": returns[0] if returns else None,
         "final_return": returns[-1] if returns else None,
+        "final_eval_return": evaluations[-1] if evaluations else None,
         "iterations_this_session": len(session_rows),
         "learning_curve": curve,
         "interrupted_by": interrupt.name if interrupt.requested else None,
         "exit_code": interrupt.exit_code,
     }
+
+
+def _facts(spec: cli.RunSpec, setup: Any, run_dir: Path, checkpoint: Path, curve: Optional[Path]) -> Dict[str, str]:
+    """The summary's first rows: what ran and where its files are."""
+    from scripts.experiment.loggers import CSV_FILE, TENSORBOARD_DIR
+
+    facts = {
+        "run dir": str(run_dir),
+        "setup": f"{spec.algo} / {setup.name}: {', '.join(f'{a}->{m}' for a, m in setup.agent_to_module.items())}",
+        "seed": str(spec.seed),
+        "checkpoint": str(checkpoint),
+        "metrics": f"{run_dir / METRICS_FILE}, {run_dir / CSV_FILE}"
+                   + (f", {run_dir / TENSORBOARD_DIR}/" if spec.tensorboard else ""),
+        "learning curve": str(curve) if curve else "n/a (no episode finished)",
+    }
+    if spec.eval_interval:
+        facts["evaluation"] = (f"every {spec.eval_interval} iterations, {spec.eval_episodes} episodes, "
+                               + ("stochastic" if spec.eval_explore else "greedy"))
+    return facts
 
 
 def _on_disk(checkpoint: Path, iteration: Optional[int]) -> str:
@@ -249,8 +277,15 @@ def evaluate(spec: cli.RunSpec) -> Dict[str, Any]:
     console.print(f"episode returns: {[round(r, 3) for r in result.returns]}  mean {mean:.3f}")
     if result.gif is not None:
         console.print(f"GIF written to {result.gif}")
-    return {"checkpoint": checkpoint, "returns": result.returns, "mean_return": mean,
-            "agent_returns": result.agent_returns, "gif": result.gif}
+    outcome = {"checkpoint": checkpoint, "returns": result.returns, "mean_return": mean,
+               "agent_returns": result.agent_returns, "gif": result.gif}
+    if spec.eval_opponent is not None:  # two-player games: win/draw/loss rates from both seats
+        from scripts.experiment.evaluation import evaluate_games
+
+        games = evaluate_games(checkpoint, spec.eval_opponent, spec.eval_episodes, spec.seed)
+        console.print(games.summary(spec.eval_opponent))
+        outcome["games"] = games.to_dict()
+    return outcome
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """The guide's single-agent module examples, run with only the import rewrite."""
 import gymnasium as gym
-import pytest
 import torch
 
 from marl import Columns, DefaultBCTorchRLModule, RLModuleSpec, TorchRLModule

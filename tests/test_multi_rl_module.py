@@ -19,7 +19,6 @@ from marl import (
     RLModule,
     RLModuleSpec,
 )
-from marl.core.checkpoint_io import CheckpointError
 from marl.models import SharedEncoderMultiRLModule, shared_encoder_module_spec
 from tests.guide_examples import shared_encoder_as_printed as printed
 from tests.guide_examples import shared_encoder_corrected as corrected

@@ -15,7 +15,7 @@ STEP = "num_env_steps_sampled_lifetime"
 RET = "env_runners/episode_return_mean"
 
 
-def make_run(root: Path, name: str, lr: float, seed: int, returns, steps=None) -> Path:
+def make_run(root: Path, name: str, lr: float, seed: int, returns, steps=None, agents=()) -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
     config = {"env": "mpe2.simple_spread_v3", "algo": "ppo", "policy_setup": "shared-encoder", "seed": seed,
@@ -24,7 +24,9 @@ def make_run(root: Path, name: str, lr: float, seed: int, returns, steps=None) -
     steps = steps or [1000 * (i + 1) for i in range(len(returns))]
     with open(run_dir / "metrics.jsonl", "w") as f:
         for i, (s, r) in enumerate(zip(steps, returns)):
-            f.write(json.dumps({"training_iteration": i + 1, STEP: s, RET: r, "learners/x": -r}) + "\n")
+            row = {"training_iteration": i + 1, STEP: s, RET: r, "learners/x": -r}
+            row.update({f"env_runners/agent_episode_returns_mean/{a}": r / len(agents) for a in agents})
+            f.write(json.dumps(row) + "\n")
     return run_dir
 
 
@@ -81,3 +83,47 @@ def test_a_path_without_runs_names_the_argument(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot.main([str(tmp_path / "missing")])
     assert "argument RUN_DIR" in capsys.readouterr().err
+
+
+def test_a_seed_group_is_drawn_as_mean_and_band_with_readable_labels(tmp_path):
+    group = tmp_path / "group"
+    make_run(group, "seed-0", 0.001, 0, [-60, -50, -40, -30])
+    make_run(group, "seed-1", 0.001, 1, [-62, -54, -44, -20])
+    out = plot.main([str(group), "--band", "std", "--smooth", "2", "--out", str(tmp_path / "seeds.png")])
+
+    assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = out["figure"].axes[0]
+    assert ax.get_xlabel() == "env steps"
+    assert ax.get_ylabel().startswith("episode return (sum over agents; mean of the iteration's episodes)")
+    assert "moving average of 2 iterations" in ax.get_ylabel()
+    (line,) = ax.get_lines()
+    assert line.get_label().endswith("(n=2)")
+    smoothed = (plotting.smooth([-60, -50, -40, -30], 2) + plotting.smooth([-62, -54, -44, -20], 2)) / 2
+    np.testing.assert_allclose(line.get_ydata(), smoothed)
+    assert len(ax.collections) == 1  # the std band
+
+
+def test_per_agent_lines_come_from_the_per_agent_return_keys(tmp_path):
+    group = tmp_path / "group"
+    for seed in (0, 1):
+        make_run(group, f"seed-{seed}", 0.001, seed, [-60, -50, -40], agents=("agent_0", "agent_1"))
+    out = plot.main([str(group), "--per-agent", "--out", str(tmp_path / "agents.png")])
+    labels = [line.get_label() for line in out["figure"].axes[0].get_lines()]
+    group_label = "ppo shared-encoder on mpe2.simple_spread_v3"
+    assert labels == [f"{group_label} (n=2)", f"{group_label}: agent_0 (n=2)", f"{group_label}: agent_1 (n=2)"]
+    np.testing.assert_allclose(out["figure"].axes[0].get_lines()[1].get_ydata(), [-30, -25, -20])
+
+
+def test_per_agent_without_per_agent_keys_names_the_argument(tmp_path, runs, capsys):
+    with pytest.raises(SystemExit):
+        plot.main([str(runs[0]), "--per-agent", "--out", str(tmp_path / "n.png")])
+    assert "argument --per-agent" in capsys.readouterr().err
+
+
+def test_unknown_keys_are_spelled_out_on_the_axes():
+    assert plotting.axis_label("learners/agent_0/entropy") == "entropy (learners, agent_0)"
+    assert plotting.axis_label("training_iteration") == "training iteration"
+
+
+def test_smoothing_is_a_trailing_moving_average_that_keeps_every_point():
+    np.testing.assert_allclose(plotting.smooth([1, 2, 3, 4, 5], 3), [1, 1.5, 2, 3, 4])

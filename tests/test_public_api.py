@@ -1,5 +1,4 @@
 """Every public name of API.md is importable from the top of `marl`."""
-import importlib
 
 import marl
 

@@ -40,6 +40,18 @@ def two_teams(agent_id, episode=None, **kwargs):
     return "team_a" if agent_id == "agent_0" else "team_b"
 
 
+def typo_mapping(agent_id, episode=None, **kwargs):
+    return "agnet_0" if agent_id == "agent_0" else str(agent_id)
+
+
+def shared_typo_mapping(agent_id, episode=None, **kwargs):
+    return "default_polcy"
+
+
+def to_encoder_mapping(agent_id, episode=None, **kwargs):
+    return "shared_encoder"
+
+
 # ---------------------------------------------------------------- training runs
 @pytest.mark.parametrize(
     "setup, modules",
@@ -146,7 +158,8 @@ def test_eval_prints_greedy_returns_and_writes_a_gif(tmp_path, capsys):
 def test_custom_policy_mapping_fn_decides_the_module_ids():
     from scripts.experiment.algo_config import build_algorithm_config
 
-    spec = cli.resolve(TINY + ["--policy-setup", "per-agent", "--policy-mapping-fn", "tests.test_run_marl:two_teams"])
+    spec = cli.resolve(TINY + ["--policy-setup", "per-agent", "--policy-mapping-fn", "tests.test_run_marl:two_teams",
+                               "--policies", "team_a,team_b"])
     config, setup = build_algorithm_config(spec)
     assert set(config.policies) == {"team_a", "team_b"}
     assert setup.agent_to_module == {"agent_0": "team_a", "agent_1": "team_b", "agent_2": "team_b"}
@@ -206,7 +219,22 @@ def test_default_experiment_is_ippo_with_a_shared_encoder_on_simple_spread():
         (["--env", "NoSuchEnv-v9"], ["argument --env", "NoSuchEnv-v9"]),
         (["--resume", "does-not-exist"], ["argument --resume", "does-not-exist"]),
         (["--policy-mapping-fn", "no_such_module_xyz:fn"], ["argument --policy-mapping-fn", "no_such_module_xyz"]),
-        (["--policies=[a]"], ["argument --policies", "--policy-setup"]),
+        (["--rl_module_spec=x"], ["argument --rl_module_spec", "--policy-setup"]),
+        # a misspelt option is told apart from a hyperparameter
+        (["--stop-timestep", "5"], ["unrecognized arguments: --stop-timestep", "did you mean --stop-timesteps?"]),
+        (["--seed", "0,1"], ["argument --seed", "use --seeds 0,1"]),
+        (["--parallel", "2"], ["argument --parallel", "--seeds"]),
+        (["--seeds", "0,1", "--seed", "3"], ["argument --seeds: not allowed with --seed"]),
+        # a mapping to a module id the setup does not define is refused, naming the valid ones
+        (["--policy-setup", "per-agent", "--policy-mapping-fn", "tests.test_run_marl:typo_mapping"],
+         ["argument --policy-mapping-fn", "'agnet_0'", "did you mean 'agent_0'",
+          "valid module ids: agent_0, agent_1, agent_2"]),
+        (["--policy-setup", "shared", "--policy-mapping-fn", "tests.test_run_marl:shared_typo_mapping"],
+         ["argument --policy-mapping-fn", "'default_polcy'", "valid module ids: default_policy"]),
+        (["--policy-mapping-fn", "tests.test_run_marl:to_encoder_mapping"],
+         ["argument --policy-mapping-fn", "'shared_encoder'", "not a policy",
+          "valid module ids: agent_0, agent_1, agent_2"]),
+        (["--policies", "shared_encoder,b"], ["argument --policies", "'shared_encoder'", "not a policy"]),
     ],
 )
 def test_bad_arguments_name_the_argument_and_write_nothing(tmp_path, capsys, argv, fragments):
@@ -227,9 +255,11 @@ def test_help_documents_every_option():
         "--stop-iters", "--stop-timesteps", "--stop-return", "--stop-time", "--num-env-runners",
         "--num-envs-per-env-runner", "--seed", "--run-dir", "--checkpoint-every", "--resume", "--eval",
         "--eval-episodes", "--render", "--wandb", "--wandb-project", "--wandb-entity", "--wandb-group",
-        "--wandb-tags", "--wandb-mode",
+        "--wandb-tags", "--wandb-mode", "--seeds", "--parallel", "--policies", "--tensorboard", "--quiet",
+        "--eval-interval", "--eval-explore",
     ]:
         assert option in proc.stdout, option
+    assert "--stop-timesteps 200000" in proc.stdout  # the default run's budget is stated
     assert "entropy_coeff" in proc.stdout and "train_batch_size_per_learner" in proc.stdout
 
 

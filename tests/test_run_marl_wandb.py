@@ -8,6 +8,7 @@ so the tests check what ``wandb sync`` would upload.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -66,10 +67,28 @@ def read_offline_run(run_dir: Path) -> Dict[str, Any]:
     return {"history": history, "config": config, "artifacts": artifacts}
 
 
+def wandb_service_processes() -> List[str]:
+    """Pids of the wandb service processes this process started (read from Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if parent == str(os.getpid()) and b"wandb" in command:
+            found.append(stat.parent.name)
+    return found
+
+
 def test_wandb_offline_logs_config_metrics_and_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     run_marl.main(TINY + ["--wandb", "--wandb-group", "g1", "--wandb-tags", "a,b", "--run-dir", str(run_dir)])
 
+    # run.finish() returns before wandb's service has written the offline log; on a loaded
+    # machine this test then read a log without history or artifact. main() waits for the
+    # service to close the run and exit, so the log below is complete whatever the load.
+    assert not wandb_service_processes()
     logged = read_offline_run(run_dir)
     steps = [row["num_env_steps_sampled_lifetime"] for row in logged["history"]]
     assert steps == [200, 400]

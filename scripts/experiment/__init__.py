@@ -8,7 +8,9 @@ One module, one job:
 - `algo_config`: a `RunSpec` plus the env's agent ids to an ``AlgorithmConfig``.
 - `run_dir`: the run directory: ``config.yaml``, ``metrics.jsonl``, checkpoint paths.
 - `stopping`: the stop conditions (``--stop-iters`` ...).
-- `progress`: the progress bar and the rich summary tables.
+- `loggers`: each iteration's metrics, flattened once, to metrics.jsonl, progress.csv, TensorBoard, wandb.
+- `seeds`: ``--seeds``: one run per seed (in turn or in parallel processes) and the summary across them.
+- `progress`: the progress bar or per-iteration lines, and the rich summary tables.
 - `interrupts`: Ctrl-C / SIGTERM as "stop after this iteration" (a second one stops at once).
 - `closed_pipes`: console output that is dropped, not fatal, once its reader (``| tee``) has died.
 - `tracking`: Weights & Biases logging (offline by default, never a login prompt).

@@ -23,14 +23,18 @@ def build_algorithm_config(spec: RunSpec) -> Tuple[Any, PolicySetup]:
                          f"{spec.env_config}: {type(e).__name__}: {e}") from None
     mapping_fn = load_callable(spec.policy_mapping_fn) if spec.policy_mapping_fn else None
     try:
-        setup = make_policy_setup(spec.policy_setup, agent_ids, mapping_fn)
+        setup = make_policy_setup(spec.policy_setup, agent_ids, mapping_fn, spec.policies)
     except ValueError as e:
-        raise UsageError(f"argument --policy-mapping-fn: {e}") from None
+        argument = "--policy-mapping-fn" if spec.policy_mapping_fn else "--policies"
+        raise UsageError(f"argument {argument}: {e}") from None
 
     config = make_algorithm_config(spec.algo)
     config.environment(spec.env, env_config=dict(spec.env_config))
     config.env_runners(num_env_runners=spec.num_env_runners, num_envs_per_env_runner=spec.num_envs_per_env_runner)
     config.debugging(seed=spec.seed)
+    if spec.eval_interval:
+        config.evaluation(evaluation_interval=spec.eval_interval, evaluation_duration=spec.eval_episodes,
+                          evaluation_explore=spec.eval_explore)
     apply_policy_setup(config, setup, spec.model_config)
     for key, value in spec.hyperparameters.items():
         try:

@@ -46,12 +46,11 @@ STOP_KEYS = ("stop_iters", "stop_timesteps", "stop_return", "stop_time")
 
 #: AlgorithmConfig keys that have their own option (``--seed``) or a fixed meaning here.
 _KEYS_WITH_OPTIONS = {
-    "env", "env_config", "model_config", "policy_mapping_fn", "seed",
+    "env", "env_config", "model_config", "policy_mapping_fn", "policies", "seed",
     "num_env_runners", "num_envs_per_env_runner",
 }
 #: AlgorithmConfig keys that hold Python objects, which a command line cannot express.
 _KEYS_NOT_SETTABLE = {
-    "policies": "the module ids come from --policy-setup (or --policy-mapping-fn)",
     "rl_module_spec": "the modules come from --policy-setup and --model-config",
     "learner_class": "write a Python script to use a custom Learner class",
     "env_to_module_connector": "write a Python script to use env-to-module connectors",
@@ -182,6 +181,26 @@ def tag_list(text: str) -> List[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def seed_list(text: str) -> List[int]:
+    """``--seeds 0,1,2`` (or a JSON list, as a config file holds it): distinct integers."""
+    try:
+        seeds = [int(s) for s in tag_list(text)]
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def one_seed(text: str) -> int:
+    """``--seed``: one integer; several point to ``--seeds``, which gives each its own run."""
+    try:
+        return int(text)
+    except ValueError:
+        hint = f"; to run several seeds use --seeds {text}" if "," in text else ""
+        raise argparse.ArgumentTypeError(f"expected one integer, got {text!r}{hint}") from None
+
+
 def import_path(text: str) -> str:
     """Check that ``module:function`` (or ``module.function``) imports to a callable."""
     load_callable(text)
@@ -257,6 +276,7 @@ def _epilog() -> str:
         "",
         "examples:",
         "  python scripts/run_marl.py",
+        "  python scripts/run_marl.py --seeds 0,1,2 --parallel 2 --tensorboard --eval-interval 10",
         "  python scripts/run_marl.py --policy-setup per-agent --lr=0.0005 --stop-iters 50",
         "  python scripts/run_marl.py --env CartPole-v1 --policy-setup shared --stop-return 450",
         "  python scripts/run_marl.py --resume runs/<run> --stop-timesteps 400000",
@@ -272,9 +292,11 @@ def build_parser(with_epilog: bool = True) -> _Parser:
         prog="run_marl.py",
         description=(
             "Train (or evaluate) a multi-agent policy on a PettingZoo or gymnasium env. "
-            "With no arguments: IPPO with a shared encoder on MPE simple_spread, ~3 minutes on 2 CPU cores. "
-            "Each run writes runs/<env>-<algo>-<setup>-<time>/ with config.yaml, metrics.jsonl, "
-            "learning_curve.png and checkpoint/."
+            "With no arguments: IPPO with a shared encoder on MPE simple_spread for "
+            f"{presets.DEFAULT_STOP_TIMESTEPS:,} env steps (1.5-2.5 minutes on 2 CPU cores). "
+            "Each run writes runs/<env>-<algo>-<setup>-<time>/ with config.yaml, metrics.jsonl, progress.csv, "
+            "learning_curve.png and checkpoint/ (and tensorboard/ with --tensorboard); --seeds writes one "
+            "such directory per seed, seed-<N>/, under one group directory."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -300,11 +322,22 @@ def build_parser(with_epilog: bool = True) -> _Parser:
                           f"(default: {d['policy_setup']}; for dqn, vdn, qmix: shared; iql: per-agent)")
     exp.add_argument("--policy-mapping-fn", metavar="MODULE:FUNCTION", type=import_path,
                      help="import path of policy_mapping_fn(agent_id, episode, **kw) -> module id; overrides the "
-                          "setup's mapping, and the module ids are what it returns for the env's agents")
+                          "setup's mapping; every id it returns must be one of --policies")
+    exp.add_argument("--policies", metavar="ID,ID", type=tag_list,
+                     help="the policy module ids (default: the setup's: default_policy for shared, the agent "
+                          "ids for per-agent and shared-encoder); declare others, e.g. team_a,team_b, for a "
+                          "--policy-mapping-fn that returns them")
     exp.add_argument("--model-config", metavar="JSON", type=model_config_object,
                      help="DefaultModelConfig fields as a JSON object, e.g. '{\"fcnet_hiddens\": [64, 64]}' "
                           "(default: the env's preset, else DefaultModelConfig's defaults)")
-    exp.add_argument("--seed", type=int, help=f"seed of torch, numpy and the envs (default: {d['seed']})")
+    exp.add_argument("--seed", type=one_seed, help=f"seed of torch, numpy and the envs (default: {d['seed']})")
+    exp.add_argument("--seeds", metavar="S,S,...", type=seed_list,
+                     help="one run per seed (run directories seed-<S>/ under one group directory: --run-dir, "
+                          "default runs/<env>-<algo>-<setup>-<time>/), then a summary: each seed's final return, "
+                          "mean and std")
+    exp.add_argument("--parallel", metavar="N", type=_bounded_int(1),
+                     help="with --seeds: train N seeds at once, each in its own process (default: 1, one after "
+                          "the other)")
 
     runners = parser.add_argument_group("env runners")
     runners.add_argument("--num-env-runners", metavar="N", type=_bounded_int(0),
@@ -317,8 +350,9 @@ def build_parser(with_epilog: bool = True) -> _Parser:
                               "they make every layer call many times slower)")
 
     stop = parser.add_argument_group(
-        "stopping (the run stops when any given condition holds; with none given: the env preset's, "
-        f"else --stop-iters {presets.GENERIC_STOP['stop_iters']})"
+        "stopping (the run stops when any given condition holds; with none given: the env preset's "
+        f"(simple_spread: --stop-timesteps {presets.DEFAULT_STOP_TIMESTEPS}), "
+        f"else --stop-iters {presets.GENERIC_STOP['stop_iters']}; no time limit unless --stop-time)"
     )
     stop.add_argument("--stop-iters", metavar="N", type=_bounded_int(1), help="training iterations (lifetime)")
     stop.add_argument("--stop-timesteps", metavar="N", type=_bounded_int(1), help="env steps sampled (lifetime)")
@@ -326,7 +360,8 @@ def build_parser(with_epilog: bool = True) -> _Parser:
     stop.add_argument("--stop-time", metavar="SECONDS", type=_positive_float, help="wall-clock seconds of this session")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<env>-<algo>-<setup>-<timestamp>/)")
+    out.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<env>-<algo>-<setup>-<timestamp>/); "
+                                                      "with --seeds the group directory holding seed-<S>/")
     out.add_argument("--checkpoint-every", metavar="N", type=_bounded_int(0),
                      help="also save checkpoint/ every N iterations; 0: only at the end (default: 0)")
     out.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -334,16 +369,36 @@ def build_parser(with_epilog: bool = True) -> _Parser:
                           "checkpoint and appends to its metrics.jsonl (stop conditions count lifetime "
                           "iterations/steps, so raise them)")
     out.add_argument("--progress", nargs="?", const=True, type=boolean, metavar="BOOL",
-                     help="show the progress bar (default: true)")
+                     help="a progress bar in a terminal; when stdout or stderr is not one (a log file, a pipe) "
+                          "one line per iteration on stdout instead (default: true)")
     out.add_argument("--no-progress", dest="progress", action="store_const", const=False,
-                     help="no progress bar (the summary table is still printed)")
+                     help="no bar: one line per iteration even on a terminal")
+    out.add_argument("--quiet", nargs="?", const=True, type=boolean, metavar="BOOL",
+                     help="neither bar nor per-iteration lines; the start line and the summary still print")
+    out.add_argument("--tensorboard", nargs="?", const=True, type=boolean, metavar="BOOL",
+                     help="also write every iteration's metrics as TensorBoard scalars to <run dir>/tensorboard/ "
+                          "(x-axis: env steps; view with: tensorboard --logdir runs)")
 
-    ev = parser.add_argument_group("evaluation (no training)")
-    ev.add_argument("--eval", metavar="CHECKPOINT", help="run greedy episodes with a checkpoint (or a run directory)")
-    ev.add_argument("--eval-episodes", metavar="N", type=_bounded_int(1), help=f"episodes (default: {d['eval_episodes']})")
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument("--eval", metavar="CHECKPOINT",
+                    help="no training: run greedy episodes with a checkpoint (or a run directory)")
+    ev.add_argument("--eval-episodes", metavar="N", type=_bounded_int(1),
+                    help=f"episodes of --eval and of each evaluation during training (default: {d['eval_episodes']})")
+    ev.add_argument("--eval-interval", metavar="N", type=_bounded_int(0),
+                    help="during training, evaluate every N iterations (greedy unless --eval-explore; each "
+                         "episode starts from its own env seed); "
+                         "shown in the per-iteration line and the summary, logged under evaluation/ "
+                         "(default: 0, never)")
+    ev.add_argument("--eval-explore", nargs="?", const=True, type=boolean, metavar="BOOL",
+                    help="evaluate during training with the stochastic (exploring) policy instead of the greedy "
+                         "one (default: false)")
     ev.add_argument("--render", nargs="?", const=True, type=boolean, metavar="BOOL",
                     help="record the episodes as a GIF (envs that render rgb_array)")
     ev.add_argument("--gif", metavar="PATH", help="GIF path (default: eval.gif next to the checkpoint)")
+    ev.add_argument("--eval-opponent", metavar="random|CHECKPOINT",
+                    help="with --eval on a two-player game (classic/connect_four_v3, ...): play --eval-episodes "
+                         "games from both seats against a random legal player ('random') or an earlier checkpoint "
+                         "or run directory (a frozen self) and print the win/draw/loss rates")
 
     wb = parser.add_argument_group(
         "weights & biases (offline unless --wandb-mode online, WANDB_MODE or WANDB_API_KEY says otherwise)"
@@ -473,8 +528,11 @@ class RunSpec:
     algo: str
     policy_setup: str
     policy_mapping_fn: Optional[str]
+    policies: Optional[List[str]]
     model_config: Dict[str, Any]
     seed: Optional[int]
+    seeds: Optional[List[int]]
+    parallel: int
     num_env_runners: int
     num_envs_per_env_runner: int
     torch_threads: int
@@ -487,9 +545,13 @@ class RunSpec:
     resume: Optional[str]
     eval: Optional[str]
     eval_episodes: int
+    eval_interval: int
+    eval_explore: bool
     render: bool
     gif: Optional[str]
     progress: bool
+    quiet: bool
+    tensorboard: bool
     wandb: bool
     wandb_project: Optional[str]
     wandb_entity: Optional[str]
@@ -498,6 +560,7 @@ class RunSpec:
     wandb_mode: Optional[str]
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     config: Optional[str] = None
+    eval_opponent: Optional[str] = None
 
     def stop_conditions(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in STOP_KEYS if getattr(self, k) is not None}
@@ -506,14 +569,28 @@ class RunSpec:
         return asdict(self)
 
 
+def _option_keys() -> List[str]:
+    """The parser's long options as hyperparameter-style keys (``stop_timesteps``)."""
+    return sorted({o[2:].replace("-", "_") for o in build_parser(with_epilog=False)._option_string_actions
+                   if o.startswith("--")})
+
+
 def _check_hyperparameters(algo: str, hyperparameters: Dict[str, Any], source: str) -> None:
-    """Unknown keys fail before anything is built, naming the key and the valid ones."""
+    """Unknown keys fail before anything is built, naming the key and the valid ones.
+
+    Every ``--key`` the parser does not know lands here as a hyperparameter, so
+    a misspelt option (``--stop-timestep``) is told apart by what it is closest to.
+    """
     valid = _hyperparameter_keys(algo)
+    options = _option_keys()
     for key, value in hyperparameters.items():
         if key in _KEYS_NOT_SETTABLE:
             raise UsageError(f"argument --{key}: cannot be set from the command line ({_KEYS_NOT_SETTABLE[key]})")
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = difflib.get_close_matches(key, valid + options, n=1)
+            if close and close[0] in options:
+                raise UsageError(f"unrecognized arguments: --{key.replace('_', '-')} "
+                                 f"(did you mean --{close[0].replace('_', '-')}?)")
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(
                 f"argument --{key}: unknown hyperparameter {key!r} for --algo {algo}{hint}; "
@@ -541,7 +618,7 @@ def resolve(argv: Sequence[str]) -> RunSpec:
         run_dir, _ = find_run_dir(resume, "--resume")
         source = str(run_dir / "config.yaml")
         stored = read_yaml(run_dir / "config.yaml", source)
-        for key in ("run_dir", "resume", "eval", "render", "gif", "progress"):
+        for key in ("run_dir", "resume", "eval", "render", "gif", "progress", "quiet", "seeds", "parallel"):
             stored.pop(key, None)
         try:
             layer = parse_layer(parser, file_to_argv(stored, parser, source), source)
@@ -613,7 +690,21 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
                              "shared or per-agent")
     if values["resume"] is not None and values["eval"] is not None:
         raise UsageError("argument --eval: not allowed with --resume (evaluate the run's checkpoint instead)")
+    _check_seeds(values, layers[-1].options)
     return RunSpec(**values, hyperparameters=hyperparameters, config=config_file)
+
+
+def _check_seeds(values: Dict[str, Any], command_line: Dict[str, Any]) -> None:
+    """``--seeds`` starts new runs, one per seed: it cannot go with one --seed, --resume or --eval."""
+    if values["seeds"] is None:
+        if values["parallel"] > 1:
+            raise UsageError("argument --parallel: runs several --seeds at once; give --seeds too (e.g. --seeds 0,1,2)")
+        return
+    for option in ("seed", "resume", "eval"):
+        if command_line.get(option) is not None:
+            raise UsageError(f"argument --seeds: not allowed with --{option} "
+                             + ("(--seeds sets each run's seed)" if option == "seed" else
+                                "(it starts one new run per seed; give --" + option + " one seed's run directory)"))
 
 
 def parse_or_exit(argv: Optional[Sequence[str]]) -> RunSpec:

@@ -103,6 +103,30 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], re
         algo.stop()
 
 
+def evaluate_games(checkpoint: Path, opponent: str, games: int, seed: Optional[int]) -> Any:
+    """``--eval-opponent``: win/draw/loss rates (a ``GameResults``) of ``checkpoint``'s greedy
+    policies in a two-player game, ``games`` games alternating seats, against ``"random"``
+    (a random legal move) or the policies of another checkpoint or run directory."""
+    from marl import Algorithm
+    from marl.algorithms.game_evaluation import algorithm_players, play_games, random_player
+    from scripts.experiment.run_dir import find_checkpoint
+
+    algo = Algorithm.from_checkpoint(str(checkpoint))
+    rival = None
+    try:
+        if opponent != "random":
+            rival = Algorithm.from_checkpoint(str(find_checkpoint(opponent, "--eval-opponent")))
+        players = random_player if rival is None else algorithm_players(rival)
+        try:
+            return play_games(algo.env_creator, algorithm_players(algo), players, games, seed or 0)
+        except ValueError as e:  # e.g. not a two-player env
+            raise UsageError(f"argument --eval-opponent: {e}") from None
+    finally:
+        algo.stop()
+        if rival is not None:
+            rival.stop()
+
+
 def write_gif(frames: List[np.ndarray], path: Path, fps: int = 15) -> Path:
     """Write ``frames`` as a looping GIF: imageio if installed, else Pillow."""
     path = Path(path)

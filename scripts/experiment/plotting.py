@@ -3,6 +3,10 @@
 Runs are grouped (by default, runs whose options differ only in the seed form
 one group; or by one config key with ``group_by``); a group of several runs
 is drawn as its mean with a band (min-max or +-1 std) on a common x grid.
+Curves can be smoothed (a moving average over ``smooth`` iterations, per run,
+before averaging) and split per agent. Axes are labelled in words
+(`axis_label`), since a figure leaves the run directory where the key names
+are explained.
 """
 from __future__ import annotations
 
@@ -16,8 +20,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from scripts.experiment.run_dir import CONFIG_FILE, METRICS_FILE, RETURN_KEY, STEP_KEY, read_metrics, series  # noqa: E402
+from scripts.experiment.run_dir import (  # noqa: E402
+    CONFIG_FILE,
+    EVAL_RETURN_KEY,
+    METRICS_FILE,
+    RETURN_KEY,
+    STEP_KEY,
+    read_metrics,
+    series,
+)
 
 #: Options that do not change what a run learns; runs differing only in these share a group.
 NOT_IDENTITY = {
@@ -27,6 +40,64 @@ NOT_IDENTITY = {
     "resumed_from",
 }
 BANDS = ("minmax", "std", "none")
+
+#: Axis labels of the metrics people plot; other keys are spelled out by `axis_label`.
+LABELS = {
+    STEP_KEY: "env steps",
+    "num_agent_steps_sampled_lifetime": "agent steps",
+    "training_iteration": "training iteration",
+    "time_total_s": "training time (s)",
+    RETURN_KEY: "episode return (sum over agents; mean of the iteration's episodes)",
+    "env_runners/smoothed_episode_return_mean": "episode return (sum over agents; mean of the latest episodes)",
+    EVAL_RETURN_KEY: "evaluation episode return (sum over agents; mean of the evaluation's episodes)",
+    "env_runners/episode_len_mean": "episode length (mean of the iteration's episodes)",
+}
+class PlotError(ValueError):
+    """Nothing to draw for what was asked; ``argument`` names the option to change."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+#: What a per-agent key holds in place of a team metric's ``episode_return_mean``.
+_AGENT_PARTS = ("agent_episode_returns_mean/", "agent_episode_return_mean/")
+
+
+def axis_label(key: str) -> str:
+    """``key`` in words: `LABELS`, else its last part with the rest as context
+    (``learners/agent_0/entropy`` -> ``entropy (learners, agent_0)``)."""
+    if key in LABELS:
+        return LABELS[key]
+    *context, name = key.split("/")
+    return name.replace("_", " ") + (f" ({', '.join(context)})" if context else "")
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (fewer at the start, so no point is lost)."""
+    y = np.asarray(values, float)
+    if window <= 1 or len(y) == 0:
+        return y
+    sums = np.concatenate([[0.0], np.cumsum(y)])  # sums[i]: the sum of y[:i]
+    end = np.arange(1, len(y) + 1)
+    start = np.maximum(end - window, 0)
+    return (sums[end] - sums[start]) / (end - start)
+
+
+def agent_keys(runs: Sequence[Run], metric: str) -> Dict[str, str]:
+    """``{agent: key}`` of the per-agent versions of a team return ``metric``."""
+    suffix = "episode_return_mean"
+    if not metric.endswith(suffix):
+        return {}
+    prefixes = [metric[: -len(suffix)] + part for part in _AGENT_PARTS]
+    found: Dict[str, str] = {}
+    for run in runs:
+        for row in run.rows:
+            for key in row:
+                prefix = next((p for p in prefixes if key.startswith(p)), None)
+                if prefix is not None:
+                    found.setdefault(key[len(prefix):], key)
+    return dict(sorted(found.items()))
 
 
 @dataclass
@@ -161,38 +232,72 @@ def aggregate(curves: Sequence[Tuple[Sequence[float], Sequence[float]]], band: s
     return grid, mean, None, None
 
 
-def plot_groups(groups: Mapping[str, Sequence[Run]], out: Path, metric: str = RETURN_KEY, x: str = STEP_KEY,
-                band: str = "minmax", title: Optional[str] = None) -> Path:
-    """One figure, one line (mean) per group, with its band when it has several runs."""
+def draw_groups(groups: Mapping[str, Sequence[Run]], metric: str = RETURN_KEY, x: str = STEP_KEY,
+                band: str = "minmax", title: Optional[str] = None, smoothing: int = 1,
+                per_agent: bool = False) -> Figure:
+    """One figure, one line (mean) per group, with its band when it has several runs.
+
+    ``smoothing``: moving-average window (iterations) applied to each run first.
+    ``per_agent``: also one dashed line per agent (its mean over the group's
+    runs) for a team return ``metric``. Raises `PlotError` naming what is missing.
+    """
     if band not in BANDS:
         raise ValueError(f"band={band!r}: expected one of {BANDS}")
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     drawn = 0
     for label, runs in groups.items():
-        curves = [series(r.rows, metric, x) for r in runs]
-        grid, mean, low, high = aggregate(curves, band)
-        if not len(grid):
+        line = _draw_mean(ax, runs, metric, x, band, smoothing, label, linewidth=1.8)
+        if line is None:
             continue
-        n = sum(1 for c in curves if c[0])
-        line, = ax.plot(grid, mean, label=f"{label} (n={n})" if n > 1 else label, linewidth=1.8)
-        if low is not None and high is not None:
-            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         drawn += 1
+        if per_agent:
+            agents = agent_keys(runs, metric)
+            if not agents:
+                plt.close(fig)
+                raise PlotError("--per-agent", f"the runs of {label!r} have no per-agent keys for {metric!r} "
+                                "(per-agent returns exist for metrics ending in episode_return_mean)")
+            for agent, key in agents.items():
+                _draw_mean(ax, runs, key, x, "none", smoothing, f"{label}: {agent}", linewidth=1.0, linestyle="--")
     if drawn == 0:
         plt.close(fig)
-        raise ValueError(f"no run has both {metric!r} and {x!r} in its {METRICS_FILE}")
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
+        raise PlotError("--metric", f"no run has both {metric!r} and {x!r} in its {METRICS_FILE}")
+    ax.set_xlabel(axis_label(x))
+    ylabel = axis_label(metric)
+    ax.set_ylabel(ylabel if smoothing <= 1 else f"{ylabel},\nmoving average of {smoothing} iterations")
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
+    plt.close(fig)  # the caller saves it; closed figures still draw and keep their axes
+    return fig
+
+
+def _draw_mean(ax: Any, runs: Sequence[Run], metric: str, x: str, band: str, smoothing: int, label: str,
+               **style: Any) -> Any:
+    """The mean of ``runs``' curves (and its band) on ``ax``; None when no run has the metric."""
+    curves = [(xs, smooth(ys, smoothing)) for xs, ys in (series(r.rows, metric, x) for r in runs)]
+    grid, mean, low, high = aggregate(curves, band)
+    if not len(grid):
+        return None
+    n = sum(1 for c in curves if len(c[0]))
+    line, = ax.plot(grid, mean, label=f"{label} (n={n})" if n > 1 else label, **style)
+    if low is not None and high is not None:
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def save_figure(fig: Figure, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out
+
+
+def plot_groups(groups: Mapping[str, Sequence[Run]], out: Path, metric: str = RETURN_KEY, x: str = STEP_KEY,
+                band: str = "minmax", title: Optional[str] = None) -> Path:
+    """`draw_groups` saved to ``out``."""
+    return save_figure(draw_groups(groups, metric, x, band, title), out)
 
 
 def plot_run(run_dir: Path, out: Optional[Path] = None, metric: str = RETURN_KEY, x: str = STEP_KEY) -> Optional[Path]:

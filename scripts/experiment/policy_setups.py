@@ -7,17 +7,22 @@
   ``marl.models.shared_encoder.shared_encoder_module_spec``; PPO steps the
   encoder once on the summed losses of all heads.
 
-A ``--policy-mapping-fn`` replaces the setup's mapping; the module ids are then
-what it returns for the env's agents (called as ``fn(agent_id, None)``), and
-the setup decides how those modules are built (for ``shared``, one spec that
-every returned id uses).
+The policy module ids are the setup's (``DEFAULT_MODULE_ID`` for ``shared``,
+the agent ids otherwise) or those given to ``--policies``. A
+``--policy-mapping-fn`` replaces the setup's mapping and must return one of
+them for every agent (it is called as ``fn(agent_id, None)`` here, before
+anything is built): an id it makes up, such as a typo, is refused, naming the
+valid ids, rather than silently becoming a new module. The setup decides how
+the modules are built (for ``shared``, one spec that every id uses).
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from marl.algorithms.module_setup import agent_id_as_module_id, default_policy_mapping_fn
+from marl.core.constants import DEFAULT_MODULE_ID, SHARED_ENCODER_ID
 
 SETUPS = ("shared", "per-agent", "shared-encoder")
 
@@ -53,27 +58,52 @@ def make_policy_setup(
     name: str,
     agent_ids: Sequence[Any],
     mapping_fn: Optional[Callable[..., str]] = None,
+    policies: Optional[Sequence[str]] = None,
 ) -> PolicySetup:
     """Module ids and mapping of setup ``name`` for ``agent_ids``.
 
-    Raises ValueError naming the setup (and the agent) when the combination
-    cannot work: an unknown setup, or a custom mapping that returns no str.
+    ``policies`` are the module ids the mapping may return (default: the
+    setup's). Raises ValueError naming the setup (and the agent) when the
+    combination cannot work: an unknown setup, a mapping that returns no str
+    or an id outside ``policies``.
     """
     if name not in SETUPS:
         raise ValueError(f"unknown policy setup {name!r}; choose from {', '.join(SETUPS)}")
+    mapper = "policy_mapping_fn" if mapping_fn is not None else f"the mapping of --policy-setup {name}"
     if mapping_fn is None:
         mapping_fn = everyone_to_default_module if name == "shared" else agent_id_as_module_id
+    valid = list(policies) if policies else [DEFAULT_MODULE_ID] if name == "shared" else [str(a) for a in agent_ids]
+    if SHARED_ENCODER_ID in valid and name == "shared-encoder":
+        raise ValueError(f"{SHARED_ENCODER_ID!r} is the id of the shared encoder that --policy-setup "
+                         "shared-encoder adds, not a policy; give the policies other ids")
+    declared_by = "--policies" if policies else f"--policy-setup {name}"
     table: Dict[Any, str] = {}
     for agent in agent_ids:
-        module_id = mapping_fn(agent, None)
-        if not isinstance(module_id, str):
-            raise ValueError(
-                f"policy_mapping_fn returned {module_id!r} ({type(module_id).__name__}) for agent "
-                f"{agent!r}; module ids must be str"
-            )
-        table[agent] = module_id
+        table[agent] = _checked_module_id(mapping_fn(agent, None), agent, valid, mapper, declared_by)
     module_ids = sorted(set(table.values()))
     return PolicySetup(name=name, module_ids=module_ids, policy_mapping_fn=mapping_fn, agent_to_module=table)
+
+
+def _checked_module_id(module_id: Any, agent: Any, valid: List[str], mapper: str, declared_by: str) -> str:
+    """``module_id`` if it names a policy; else the error a user can act on (the valid ids)."""
+    if not isinstance(module_id, str):
+        raise ValueError(
+            f"{mapper} returned {module_id!r} ({type(module_id).__name__}) for agent "
+            f"{agent!r}; module ids must be str"
+        )
+    if module_id in valid:
+        return module_id
+    if module_id == SHARED_ENCODER_ID:
+        why = "the id of a shared encoder, which is not a policy (it has no action head)"
+    else:
+        close = difflib.get_close_matches(module_id, valid, n=1)
+        why = f"which {declared_by} does not define" + (f" (did you mean {close[0]!r}?)" if close else "")
+    hint = "map the agents to them with --policy-mapping-fn" if declared_by == "--policies" else \
+        "declare other ids with --policies ID,ID"
+    raise ValueError(
+        f"{mapper} mapped agent {agent!r} to module id {module_id!r}, {why}; "
+        f"valid module ids: {', '.join(valid)} ({hint})"
+    )
 
 
 def apply_policy_setup(config: Any, setup: PolicySetup, model_config: Dict[str, Any]) -> Any:

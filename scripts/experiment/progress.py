@@ -1,4 +1,13 @@
-"""What a run shows on the console: a tqdm progress bar while training, rich tables after."""
+"""What a run shows on the console: progress while training, rich tables after.
+
+Progress, by where stdout goes:
+
+- a terminal: a tqdm bar (on stderr) with iteration, env steps, return, steps/s;
+- anything else (a log file, a pipe, a notebook, a sweep), or ``--no-progress``:
+  one line per iteration on stdout, which a log keeps and ``grep`` can read,
+  ``iter 3 | env steps 6,000 | return -65.43 | eval -60.12 | 2,345 steps/s | 8.1 s``;
+- ``--quiet``: neither (the start line and the summary still print).
+"""
 from __future__ import annotations
 
 import sys
@@ -8,17 +17,54 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from scripts.experiment.run_dir import RETURN_KEY, STEP_KEY
+from scripts.experiment.run_dir import AGENT_RETURN_PREFIX, EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
 from scripts.experiment.stopping import StopConditions
+
+PROGRESS_MODES = ("bar", "lines", "off")
+
+
+def progress_mode(progress: bool, quiet: bool, interactive: Optional[bool] = None) -> str:
+    """``bar``, ``lines`` or ``off`` for ``--progress`` / ``--quiet`` (see the module docstring).
+
+    ``interactive`` defaults to whether stdout and stderr (where the bar goes) are terminals.
+    """
+    if quiet:
+        return "off"
+    if interactive is None:
+        interactive = sys.stdout.isatty() and sys.stderr.isatty()
+    return "bar" if progress and interactive else "lines"
+
+
+def iteration_line(row: Mapping[str, Any], prefix: str = "") -> str:
+    """One iteration as one line of text (the ``lines`` mode, also used by parallel seeds)."""
+    parts = [f"iter {row.get('training_iteration')}", f"env steps {_fmt(row.get(STEP_KEY, 0))}",
+             f"return {_return_text(row)}"]
+    if EVAL_RETURN_KEY in row:
+        parts.append(f"eval {_fmt(row.get(EVAL_RETURN_KEY))}")
+    parts.append(f"{row.get('num_env_steps_sampled_per_s', 0.0):,.0f} steps/s")
+    parts.append(f"{row.get('time_total_s', 0.0):,.1f} s")
+    return prefix + " | ".join(parts)
+
+
+def _return_text(row: Mapping[str, Any]) -> str:
+    """The team return, or each agent's where the team return is zero by construction
+    (a zero-sum game: ``return player_0 0.62, player_1 -0.62``)."""
+    team = row.get(RETURN_KEY)
+    prefix = AGENT_RETURN_PREFIX + "/"
+    agents = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+    if isinstance(team, (int, float)) and abs(team) < 1e-9 and agents:
+        return ", ".join(f"{agent} {_fmt(value)}" for agent, value in sorted(agents.items()))
+    return _fmt(team)
 
 
 class TrainingProgress:
-    """A progress bar over env steps (or iterations): iteration, steps, return, steps/s.
+    """Per-iteration progress in one of `PROGRESS_MODES`; ``prefix`` starts every line (``seed 1 | ``)."""
 
-    Disabled (``enabled=False``) it prints nothing; the summary still comes.
-    """
-
-    def __init__(self, stop: StopConditions, start_row: Optional[Mapping[str, Any]], enabled: bool = True) -> None:
+    def __init__(self, stop: StopConditions, start_row: Optional[Mapping[str, Any]], mode: str = "bar",
+                 prefix: str = "") -> None:
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"mode={mode!r}: expected one of {PROGRESS_MODES}")
+        self.mode, self.prefix = mode, prefix
         self.total, self.unit = stop.progress_total()
         start = 0
         if start_row:
@@ -29,34 +75,36 @@ class TrainingProgress:
             unit=self.unit,
             unit_scale=self.unit == "steps",
             dynamic_ncols=True,
-            disable=not enabled,
+            disable=mode != "bar",
             file=sys.stderr,
-            desc="training",
+            desc=prefix.strip(" |") or "training",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]"
             if self.total
             else None,
         )
 
     def update(self, row: Mapping[str, Any]) -> None:
+        if self.mode == "lines":
+            print(iteration_line(row, self.prefix), flush=True)
+        if self.mode != "bar":
+            return
         value = int(row.get(STEP_KEY if self.unit == "steps" else "training_iteration", 0) or 0)
         if self.total:
             value = min(value, self.total)
         self.bar.update(max(0, value - self.bar.n))
-        ret = row.get(RETURN_KEY)
-        self.bar.set_postfix(
-            {
-                "iter": row.get("training_iteration"),
-                "steps": f"{row.get(STEP_KEY, 0):,}",
-                "return": "n/a" if ret is None else f"{ret:.2f}",
-                "steps/s": f"{row.get('num_env_steps_sampled_per_s', 0.0):.0f}",
-            },
-            refresh=True,
-        )
+        postfix = {"iter": row.get("training_iteration"), "steps": f"{row.get(STEP_KEY, 0):,}",
+                   "return": _fmt(row.get(RETURN_KEY))}
+        if EVAL_RETURN_KEY in row:
+            postfix["eval"] = _fmt(row.get(EVAL_RETURN_KEY))
+        postfix["steps/s"] = f"{row.get('num_env_steps_sampled_per_s', 0.0):.0f}"
+        self.bar.set_postfix(postfix, refresh=True)
 
     def write(self, message: str) -> None:
-        """A line above the bar (e.g. 'checkpoint saved')."""
-        if not self.bar.disable:
-            self.bar.write(message, file=sys.stderr)
+        """A line between iterations (e.g. 'checkpoint saved'): above the bar, or as a line."""
+        if self.mode == "bar":
+            self.bar.write(self.prefix + message, file=sys.stderr)
+        elif self.mode == "lines":
+            print(self.prefix + message, flush=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -110,7 +158,14 @@ def summary_table(
             table.add_row("return, mean of first 5 iterations", _fmt(early))
             table.add_row("return, mean of last 5 iterations", _fmt(late))
         table.add_row("return, improvement", f"{late - early:+,.2f}")
-    prefix = "env_runners/agent_episode_returns_mean/"
+    evaluations = [r for r in rows if isinstance(r.get(EVAL_RETURN_KEY), (int, float))]
+    if evaluations:
+        final = evaluations[-1]
+        how = f"{_fmt(final.get('evaluation/env_runners/num_episodes'))} episodes"
+        table.add_row(f"evaluation return, final (iteration {final['training_iteration']}, {how})",
+                      _fmt(final[EVAL_RETURN_KEY]))
+        table.add_row("evaluation return, best", _fmt(max(r[EVAL_RETURN_KEY] for r in evaluations)))
+    prefix = AGENT_RETURN_PREFIX + "/"
     for key in sorted(k for k in last if k.startswith(prefix)):
         table.add_row(f"  agent {key[len(prefix):]}, final", _fmt(last[key]))
     return table

@@ -5,11 +5,16 @@ runs/<env>-<algo>-<setup>-<YYYYmmdd-HHMMSS>/
   config.yaml          the resolved options (reusable with --config), plus the
                        algorithm config's effective values (informational)
   metrics.jsonl        one JSON object per training iteration, keys '/'-joined
+  progress.csv         the same rows as a table (header: every key seen so far)
+  tensorboard/         the same rows as TensorBoard scalars (with --tensorboard)
   learning_curve.png   episode return vs env steps
   checkpoint/          the latest Algorithm.save_to_path (final, or periodic)
   wandb/               offline wandb runs (with --wandb)
   eval.gif             --eval --render of this run's checkpoint
 ```
+
+``--seeds 0,1,2`` puts one such directory per seed, ``seed-<S>/``, under one
+group directory, with the group's ``summary.json``.
 """
 from __future__ import annotations
 
@@ -34,6 +39,10 @@ CHECKPOINT_DIR = "checkpoint"
 STEP_KEY = "num_env_steps_sampled_lifetime"
 #: The metric the summary, the sweeps and the plots report by default.
 RETURN_KEY = "env_runners/episode_return_mean"
+#: The same over the episodes of an evaluation during training (``--eval-interval``).
+EVAL_RETURN_KEY = "evaluation/env_runners/episode_return_mean"
+#: Each agent's return: ``<prefix>/<agent id>`` in a flattened result row.
+AGENT_RETURN_PREFIX = "env_runners/agent_episode_returns_mean"
 
 
 def default_run_dir_name(env: Any, algo: str, setup: str, when: Optional[float] = None) -> str:
@@ -47,11 +56,7 @@ def create_run_dir(path: Optional[str], env: Any, algo: str, setup: str, root: s
     """Make the run directory; a default name that exists already gets a ``-2``, ``-3`` ... suffix."""
     if path is not None:
         run_dir = Path(path)
-        if (run_dir / METRICS_FILE).exists():
-            raise UsageError(
-                f"argument --run-dir: {str(run_dir)!r} already holds a run ({METRICS_FILE}); "
-                "use --resume to continue it, or choose another directory"
-            )
+        check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     base = Path(root) / default_run_dir_name(env, algo, setup)
@@ -63,6 +68,15 @@ def create_run_dir(path: Optional[str], env: Any, algo: str, setup: str, root: s
         except FileExistsError:
             n += 1
             run_dir = base.with_name(f"{base.name}-{n}")
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a directory that holds a run already: a new run must not mix its rows into it."""
+    if (Path(run_dir) / METRICS_FILE).exists():
+        raise UsageError(
+            f"argument --run-dir: {str(run_dir)!r} already holds a run ({METRICS_FILE}); "
+            "use --resume to continue it, or choose another directory"
+        )
 
 
 def find_run_dir(path: str, argument: str) -> Tuple[Path, Path]:
@@ -165,7 +179,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / METRICS_FILE
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def log(self, row: Mapping[str, Any]) -> None:
         """Add one line with a single ``write``: a signal handler that raises (a second Ctrl-C)
         runs before or after it, never in the middle of the line."""
         data = (json.dumps(row) + "\n").encode()
@@ -176,6 +190,9 @@ class MetricsLog:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
+
+    def close(self) -> None:
+        pass  # every line is written and closed as it comes
 
     def truncate_after(self, iteration: int) -> int:
         """Drop rows of iterations after ``iteration`` (written after the checkpoint a resume starts from).

@@ -58,6 +58,9 @@ class NullTracker:
     def finish(self, checkpoint: Optional[Path], summary: Optional[Mapping[str, Any]] = None) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class WandbTracker:
     """One wandb run for one training run.
@@ -103,6 +106,9 @@ class WandbTracker:
         """Log one iteration's flattened metrics (None values are left out)."""
         self.run.log({k: v for k, v in row.items() if v is not None and not isinstance(v, str)})
 
+    def close(self) -> None:
+        """Nothing: the run ends with `finish`, after the final checkpoint it uploads is saved."""
+
     def finish(self, checkpoint: Optional[Path], summary: Optional[Mapping[str, Any]] = None) -> None:
         """Upload ``checkpoint`` as a ``model`` artifact and close the run (if we opened it)."""
         if summary:
@@ -115,6 +121,13 @@ class WandbTracker:
             self.run.log_artifact(artifact)
         if self._owns_run:
             self.run.finish()
+            # run.finish() returns once wandb's service has the data, not once it is on disk:
+            # the service writes the offline transaction log (run-<id>.wandb) when it closes
+            # the run, later, and later still on a loaded machine. Tearing the service down
+            # waits for that, so the run directory is complete when the run returns (the next
+            # run starts a new service).
+            if self._wandb.run is None:
+                self._wandb.teardown()
 
 
 def _artifact_name(text: str) -> str:
