@@ -74,9 +74,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         runner_scale = max(1, r["runners"])
+        sample = "—" if r["overlap"] else f"{r['sample']:,.0f}"  # overlapped groups are timed in train() only
         lines.append(
             f"| {r['runners']} | {r['learners']} | {'yes' if r['overlap'] else 'no'} | "
-            f"{r['sample']:,.0f} | {base['sample'] * runner_scale:,.0f} | {r['train']:,.0f} | "
+            f"{sample} | {base['sample'] * runner_scale:,.0f} | {r['train']:,.0f} | "
             f"{base['train'] * runner_scale * max(1, r['learners']):,.0f} |")
     return "\n".join(lines)
 
@@ -104,7 +105,7 @@ def main(argv: List[str] | None = None) -> int:
                 rows.append(measure(runners, learners, args.backend, overlap, args.iters))
                 r = rows[-1]
                 print(f"runners={runners} learners={learners} overlap={overlap}: sampling {r['sample']:,.0f} "
-                      f"env steps/s, train() {r['train']:,.0f} env steps/s", flush=True)
+                      f"env steps/s (nan: not timed), train() {r['train']:,.0f} env steps/s", flush=True)
     print(f"\n{os.cpu_count()} CPU cores, backend {args.backend}\n")
     print(table(rows))
     return 0

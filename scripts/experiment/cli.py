@@ -310,8 +310,9 @@ def build_parser(with_epilog: bool = True) -> _Parser:
                           "A run's config.yaml works here.")
     exp.add_argument("--env", metavar="ENV",
                      help="gymnasium id ('CartPole-v1', 'ale_py:ALE/Pong-v5'), PettingZoo module path "
-                          "('mpe2.simple_spread_v3'), registry name ('butterfly/pistonball-v6') or a name "
-                          f"given to envs.register_env (default: {presets.DEFAULT_ENV})")
+                          "('mpe2.simple_spread_v3'), registry name ('butterfly/pistonball-v6'), a SuperSuit "
+                          "preset ('envs.pistonball_preset': 84x84 frames instead of raw 457x120x3 images) "
+                          f"or a name given to envs.register_env (default: {presets.DEFAULT_ENV})")
     exp.add_argument("--env-config", metavar="JSON", type=json_object,
                      help="kwargs of the env constructor as a JSON object (default: the env's preset, "
                           f"{json.dumps(presets.PRESETS[presets.DEFAULT_ENV].env_config)} for simple_spread; else {{}})")
