@@ -57,7 +57,7 @@ def make_config(env_name: str, algo: str, seed: int) -> Any:
     """``algo``: "mappo" (central critic), "ippo" (MAPPO with local critics), "ppo" or
     "ppo_separate_vf" (PPO with ``vf_share_layers=False``)."""
     from marl import DefaultModelConfig, MAPPOConfig, PPOConfig
-    from scripts.experiment.presets import SIMPLE_SPREAD_PPO
+    from marl.experiment.presets import SIMPLE_SPREAD_PPO
 
     case = ENVS[env_name]
     config = PPOConfig() if algo.startswith("ppo") else MAPPOConfig()

@@ -64,7 +64,7 @@ CASES: Dict[str, Dict[str, Any]] = {
         "threshold": -300.0,
         "budget": 400_000,
     },
-    # This project's IPPO simple_spread config (scripts/experiment/presets.py),
+    # This project's IPPO simple_spread config (marl/experiment/presets.py),
     # with one shared policy, which both libraries express without custom code.
     "simple-spread": {
         "env": "mpe2.simple_spread_v3",

@@ -27,8 +27,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from scripts.experiment import plotting  # noqa: E402
-from scripts.experiment.run_dir import RETURN_KEY, STEP_KEY  # noqa: E402
+from marl.experiment import plotting  # noqa: E402
+from marl.experiment.run_dir import RETURN_KEY, STEP_KEY  # noqa: E402
 
 
 def _window(text: str) -> int:

@@ -4,7 +4,7 @@
 With no arguments: IPPO with a shared encoder on MPE simple_spread (3 agents)
 for 200,000 env steps, a budget of steps rather than seconds so the result is
 the same on every machine (1.5-2.5 minutes on two CPU cores). ``--help``
-lists every option; ``scripts/experiment/`` holds the pieces (one job per module).
+lists every option; ``marl/experiment/`` holds the pieces (one job per module).
 
     python scripts/run_marl.py
     python scripts/run_marl.py --seeds 0,1,2 --parallel 2 --tensorboard --eval-interval 10
@@ -28,8 +28,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from scripts.experiment import cli, closed_pipes, interrupts  # noqa: E402
-from scripts.experiment.run_dir import (  # noqa: E402
+from marl.experiment import cli, closed_pipes, interrupts  # noqa: E402
+from marl.experiment.run_dir import (  # noqa: E402
     CHECKPOINT_DIR,
     EVAL_RETURN_KEY,
     METRICS_FILE,
@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if spec.eval is not None:
                 return evaluate(spec)
             if spec.seeds is not None:
-                from scripts.experiment.seeds import run_seeds
+                from marl.experiment.seeds import run_seeds
 
                 result = run_seeds(spec, train)
             else:
@@ -93,9 +93,9 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
 
     ``prefix`` starts each progress line (``seed 1 | `` when several seeds share a console).
     """
-    from scripts.experiment import loggers, plotting, progress, tracking
-    from scripts.experiment.algo_config import algorithm_config_snapshot, build_algorithm_config
-    from scripts.experiment.stopping import StopConditions
+    from marl.experiment import loggers, plotting, progress, tracking
+    from marl.experiment.algo_config import algorithm_config_snapshot, build_algorithm_config
+    from marl.experiment.stopping import StopConditions
 
     config, setup = build_algorithm_config(spec)  # UsageError on bad values, before any file is written
     try:
@@ -107,7 +107,7 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
         ) from None
     console = progress.console()
     # From here on Ctrl-C and SIGTERM only ask the loop to stop; it checks between iterations,
-    # so metrics.jsonl and the checkpoint never see half an iteration (scripts/experiment/interrupts.py).
+    # so metrics.jsonl and the checkpoint never see half an iteration (marl/experiment/interrupts.py).
     with interrupts.deferred_stop("the current iteration") as interrupt:
         on_disk: Optional[int] = None  # the iteration checkpoint/ holds, for the notes of an early stop
         try:
@@ -231,7 +231,7 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
 
 def _facts(spec: cli.RunSpec, setup: Any, run_dir: Path, checkpoint: Path, curve: Optional[Path]) -> Dict[str, str]:
     """The summary's first rows: what ran and where its files are."""
-    from scripts.experiment.loggers import CSV_FILE, TENSORBOARD_DIR
+    from marl.experiment.loggers import CSV_FILE, TENSORBOARD_DIR
 
     facts = {
         "run dir": str(run_dir),
@@ -264,8 +264,8 @@ def _wandb_run_id(run_dir: Path) -> Optional[str]:
 # ---------------------------------------------------------------------- evaluate
 def evaluate(spec: cli.RunSpec) -> Dict[str, Any]:
     """Greedy episodes with ``--eval``'s checkpoint; prints their returns, optionally writes a GIF."""
-    from scripts.experiment import progress
-    from scripts.experiment.evaluation import evaluate_checkpoint
+    from marl.experiment import progress
+    from marl.experiment.evaluation import evaluate_checkpoint
 
     checkpoint = find_checkpoint(spec.eval, "--eval")
     gif = Path(spec.gif) if spec.gif else checkpoint.resolve().parent / "eval.gif"
@@ -280,7 +280,7 @@ def evaluate(spec: cli.RunSpec) -> Dict[str, Any]:
     outcome = {"checkpoint": checkpoint, "returns": result.returns, "mean_return": mean,
                "agent_returns": result.agent_returns, "gif": result.gif}
     if spec.eval_opponent is not None:  # two-player games: win/draw/loss rates from both seats
-        from scripts.experiment.evaluation import evaluate_games
+        from marl.experiment.evaluation import evaluate_games
 
         games = evaluate_games(checkpoint, spec.eval_opponent, spec.eval_episodes, spec.seed)
         console.print(games.summary(spec.eval_opponent))

@@ -6,7 +6,7 @@
     WANDB_MODE=online python scripts/sweep.py scripts/sweeps/ppo_simple_spread_lr_entropy.yaml   # wandb controller
 
 Online (``--online``, or wandb mode ``online`` by the rule in
-``scripts/experiment/tracking.py``, and no ``--offline``): ``wandb.sweep`` registers the file with wandb's
+``marl/experiment/tracking.py``, and no ``--offline``): ``wandb.sweep`` registers the file with wandb's
 controller and ``wandb.agent`` runs the trials in this process, each one
 ``run_marl.main`` with the sampled parameters as ``--key=value``.
 
@@ -29,7 +29,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from scripts.experiment import local_sweep, progress, tracking  # noqa: E402
+from marl.experiment import local_sweep, progress, tracking  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def _run_marl_main():
 
 # ---------------------------------------------------------------- local (Optuna)
 def run_locally(spec: local_sweep.SweepSpec, sweep_dir: Path, args: argparse.Namespace) -> Dict[str, Any]:
-    from scripts.experiment import plotting
+    from marl.experiment import plotting
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     run_marl_main = _run_marl_main()

@@ -189,7 +189,7 @@ def test_evaluate_policy_plays_a_module_greedily_within_the_mask():
 
 
 def test_eval_opponent_rates_of_a_checkpoint(tmp_path):
-    from scripts.experiment.evaluation import evaluate_games
+    from marl.experiment.evaluation import evaluate_games
 
     algo = PPOConfig().environment(pile_game, env_config={"max_take": 1}).training(**TINY_PPO).build()
     try:

@@ -23,7 +23,7 @@ from typing import List
 import pytest
 
 from scripts import run_marl
-from scripts.experiment.closed_pipes import DropWhenClosed
+from marl.experiment.closed_pipes import DropWhenClosed
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "run_marl.py"

@@ -170,7 +170,7 @@ def test_iql_learns_multi_agent_cartpole_400_per_policy():
 @pytest.mark.parametrize("mixer", ["vdn", "qmix"])
 def test_value_decomposition_closes_30_percent_of_the_gap_on_simple_spread(mixer):
     from marl import QMIXConfig
-    from scripts.experiment.presets import SIMPLE_SPREAD_VALUE_BASED
+    from marl.experiment.presets import SIMPLE_SPREAD_VALUE_BASED
 
     random_return = random_policy_return()
     target = random_return + 0.3 * (SIMPLE_SPREAD_REFERENCE_BEST - random_return)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from scripts import plot
-from scripts.experiment import plotting
+from marl.experiment import plotting
 
 STEP = "num_env_steps_sampled_lifetime"
 RET = "env_runners/episode_return_mean"

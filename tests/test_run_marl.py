@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from scripts import run_marl
-from scripts.experiment import cli
+from marl.experiment import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "run_marl.py"
@@ -156,7 +156,7 @@ def test_eval_prints_greedy_returns_and_writes_a_gif(tmp_path, capsys):
 
 
 def test_custom_policy_mapping_fn_decides_the_module_ids():
-    from scripts.experiment.algo_config import build_algorithm_config
+    from marl.experiment.algo_config import build_algorithm_config
 
     spec = cli.resolve(TINY + ["--policy-setup", "per-agent", "--policy-mapping-fn", "tests.test_run_marl:two_teams",
                                "--policies", "team_a,team_b"])
@@ -266,7 +266,7 @@ def test_help_documents_every_option():
 def test_summary_compares_the_first_and_last_five_iterations():
     from rich.console import Console
 
-    from scripts.experiment import progress
+    from marl.experiment import progress
 
     rows = [{"training_iteration": i + 1, "num_env_steps_sampled_lifetime": 100 * (i + 1),
              "env_runners/episode_return_mean": float(i), "env_runners/num_env_steps_sampled": 100}
@@ -290,7 +290,7 @@ def test_env_runner_worker_processes_use_the_setups_mapping(tmp_path):
 
 
 def test_stop_conditions_any_one_stops_the_run():
-    from scripts.experiment.stopping import StopConditions
+    from marl.experiment.stopping import StopConditions
 
     row = {"training_iteration": 3, "num_env_steps_sampled_lifetime": 600, "env_runners/episode_return_mean": -10.0}
     assert StopConditions(iters=3).reason(row, 0.0) == "reached --stop-iters 3"

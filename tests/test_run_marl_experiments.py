@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from scripts import run_marl
-from scripts.experiment import cli, progress
-from scripts.experiment.run_dir import EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
+from marl.experiment import cli, progress
+from marl.experiment.run_dir import EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
 from tests.test_run_marl import TINY, read_rows
 
 pytestmark = pytest.mark.usefixtures("isolated_run_dir")
@@ -153,7 +153,7 @@ def test_evaluation_shows_in_the_line_and_the_summary_and_its_episodes_differ(tm
 
 
 def test_eval_options_set_the_algorithms_evaluation():
-    from scripts.experiment.algo_config import build_algorithm_config
+    from marl.experiment.algo_config import build_algorithm_config
 
     config, _ = build_algorithm_config(cli.resolve(TINY + ["--eval-interval", "4", "--eval-episodes", "2",
                                                            "--eval-explore"]))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import pytest
 
 from scripts import run_marl
-from scripts.experiment import tracking
+from marl.experiment import tracking
 
 TINY = [
     "--env-config", '{"N": 3, "max_cycles": 10, "continuous_actions": false}',

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from scripts import sweep
-from scripts.experiment import local_sweep
+from marl.experiment import local_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "scripts" / "sweeps"

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from pettingzoo.utils import BaseParallelWrapper
 
-from scripts.experiment.cli import UsageError
+from marl.experiment.cli import UsageError
 
 
 class FrameRecorder(BaseParallelWrapper):
@@ -109,7 +109,7 @@ def evaluate_games(checkpoint: Path, opponent: str, games: int, seed: Optional[i
     (a random legal move) or the policies of another checkpoint or run directory."""
     from marl import Algorithm
     from marl.algorithms.game_evaluation import algorithm_players, play_games, random_player
-    from scripts.experiment.run_dir import find_checkpoint
+    from marl.experiment.run_dir import find_checkpoint
 
     algo = Algorithm.from_checkpoint(str(checkpoint))
     rival = None

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from scripts.experiment.run_dir import (  # noqa: E402
+from marl.experiment.run_dir import (  # noqa: E402
     CONFIG_FILE,
     EVAL_RETURN_KEY,
     METRICS_FILE,

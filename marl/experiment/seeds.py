@@ -26,9 +26,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from scripts.experiment import interrupts
-from scripts.experiment.cli import RunSpec
-from scripts.experiment.run_dir import check_new_run_dir, create_run_dir
+from marl.experiment import interrupts
+from marl.experiment.cli import RunSpec
+from marl.experiment.run_dir import check_new_run_dir, create_run_dir
 
 #: ``train(spec, prefix) -> result``: `scripts/run_marl.py`'s ``train``.
 TrainFn = Callable[..., Dict[str, Any]]
@@ -57,7 +57,7 @@ def run_seeds(spec: RunSpec, train: TrainFn) -> Dict[str, Any]:
     Returns ``{"group_dir", "runs", "summary", "interrupted_by", "exit_code"}``;
     ``runs`` holds ``train``'s result of every seed that ran, in seed order.
     """
-    from scripts.experiment import progress
+    from marl.experiment import progress
 
     group_dir = create_run_dir(spec.run_dir, spec.env, spec.algo, spec.policy_setup)
     specs = seed_specs(spec, group_dir)
@@ -109,7 +109,7 @@ def _seed_process(train: TrainFn, spec: RunSpec, torch_threads: int, conn: Conne
     """
     import torch
 
-    from scripts.experiment import closed_pipes
+    from marl.experiment import closed_pipes
 
     torch.set_num_threads(torch_threads)
     try:
@@ -215,7 +215,7 @@ def _stats(values: Sequence[Optional[float]]) -> Optional[Dict[str, Any]]:
 
 def summarize(results: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> Dict[str, Any]:
     """Per seed its final return (and final evaluation return), then their mean and std."""
-    from scripts.experiment.run_dir import STEP_KEY
+    from marl.experiment.run_dir import STEP_KEY
 
     per_seed = [{
         "seed": r["seed"],

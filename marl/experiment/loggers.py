@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
-from scripts.experiment.run_dir import STEP_KEY, flatten
+from marl.experiment.run_dir import STEP_KEY, flatten
 
 CSV_FILE = "progress.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -120,7 +120,7 @@ def open_loggers(run_dir: Path, history: Sequence[Mapping[str, Any]], tensorboar
     ``history``: the rows already in ``metrics.jsonl`` (a resumed run), which
     ``progress.csv`` is rebuilt from.
     """
-    from scripts.experiment.run_dir import MetricsLog
+    from marl.experiment.run_dir import MetricsLog
 
     loggers: List[Logger] = [MetricsLog(run_dir), CsvLog(run_dir, history)]
     if tensorboard:

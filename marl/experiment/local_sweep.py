@@ -226,7 +226,7 @@ def run_local_sweep(
     """
     import optuna
 
-    from scripts.experiment.run_dir import read_metrics
+    from marl.experiment.run_dir import read_metrics
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if count is None:

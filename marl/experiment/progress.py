@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from scripts.experiment.run_dir import AGENT_RETURN_PREFIX, EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
-from scripts.experiment.stopping import StopConditions
+from marl.experiment.run_dir import AGENT_RETURN_PREFIX, EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
+from marl.experiment.stopping import StopConditions
 
 PROGRESS_MODES = ("bar", "lines", "off")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from scripts.experiment.cli import RunSpec, UsageError, load_callable, make_algorithm_config
-from scripts.experiment.policy_setups import PolicySetup, apply_policy_setup, env_agent_ids, make_policy_setup
+from marl.experiment.cli import RunSpec, UsageError, load_callable, make_algorithm_config
+from marl.experiment.policy_setups import PolicySetup, apply_policy_setup, env_agent_ids, make_policy_setup
 
 
 def build_algorithm_config(spec: RunSpec) -> Tuple[Any, PolicySetup]:

@@ -1,4 +1,5 @@
-"""Helpers of the experiment scripts (``scripts/run_marl.py``, ``sweep.py``, ``plot.py``).
+"""Running experiments, importable as a library: the machinery behind ``scripts/run_marl.py``,
+``sweep.py`` and ``plot.py`` (thin entry points over this package).
 
 One module, one job:
 
@@ -18,6 +19,6 @@ One module, one job:
 - `plotting`: learning curves of one run or of groups of runs (mean and spread).
 - `local_sweep`: wandb sweep YAML files run locally through Optuna.
 
-The scripts put the repository root on ``sys.path`` and import these as
-``scripts.experiment.<module>``.
+Like ``marl.algorithms``, this package may import ``envs`` and ``learners``; nothing in
+``marl.core``, ``marl.models`` or the sampler imports it. ``import marl`` does not load it.
 """

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from scripts.experiment import presets
+from marl.experiment import presets
 
 ALGOS = ("ppo", "mappo", "vpg", "dqn", "iql", "vdn", "qmix", "sac", "masac")
 #: Value-based algorithms: their modules are Q-networks, so no shared-encoder setup; the
@@ -614,7 +614,7 @@ def resolve(argv: Sequence[str]) -> RunSpec:
     layers: List[Layer] = []
     resume = cli.options.get("resume")
     if resume is not None:
-        from scripts.experiment.run_dir import find_run_dir
+        from marl.experiment.run_dir import find_run_dir
 
         run_dir, _ = find_run_dir(resume, "--resume")
         source = str(run_dir / "config.yaml")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
-from scripts.experiment.run_dir import RETURN_KEY, STEP_KEY
+from marl.experiment.run_dir import RETURN_KEY, STEP_KEY
 
 
 @dataclass(frozen=True)

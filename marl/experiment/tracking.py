@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from scripts.experiment.run_dir import STEP_KEY
+from marl.experiment.run_dir import STEP_KEY
 
 
 def resolve_wandb_mode(explicit: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> str:
