@@ -137,10 +137,18 @@ class ProcessLearners:
             "for it in every gradient all-reduce. Resume from the last checkpoint.")
 
     def stop(self) -> None:
+        """Ask every learner to leave the process group and exit; kill those that do not."""
         for conn, proc in zip(self._conns, self._procs):
             if proc.is_alive():
-                proc.kill()
+                try:
+                    conn.send((-1, "stop", ()))
+                except (BrokenPipeError, EOFError, OSError):
+                    pass
+        for conn, proc in zip(self._conns, self._procs):
             proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
             conn.close()
         self._conns, self._procs = [], []
         shutil.rmtree(self._dir, ignore_errors=True)
