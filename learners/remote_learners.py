@@ -12,13 +12,14 @@ resume from the last checkpoint.
 from __future__ import annotations
 
 import itertools
-import multiprocessing as mp
 import os
 import shutil
 import signal
 import tempfile
 import traceback
 from typing import Any, List, Optional, Sequence, Tuple
+
+import torch.multiprocessing as mp
 
 from learners.learner import NonFiniteLossError
 from learners.learner_worker import LearnerWorker
