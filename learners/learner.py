@@ -378,7 +378,7 @@ class TorchLearner(Learner):
             self._check_losses_finite(losses)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        if loss_is_finite:
+        if loss_is_finite or self.distributed is None:  # a learner of several sends zeros and a flag instead
             total.backward()
         if self.distributed is not None:
             self._average_gradients(losses, loss_is_finite)
