@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
@@ -98,6 +98,8 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
     from marl.experiment.stopping import StopConditions
 
     config, setup = build_algorithm_config(spec)  # UsageError on bad values, before any file is written
+    if spec.self_play:
+        config = _self_play(config, spec)
     try:
         algo = config.build()
     except (ValueError, TypeError, KeyError) as e:  # e.g. a model config that does not fit the env
@@ -105,6 +107,8 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
             f"cannot build the algorithm for --env {spec.env} (--policy-setup {spec.policy_setup}, "
             f"--model-config {spec.model_config}): {type(e).__name__}: {e}"
         ) from None
+    trainer = _trainer(algo, spec)
+    game_evaluation = _game_evaluation(spec)
     console = progress.console()
     # From here on Ctrl-C and SIGTERM only ask the loop to stop; it checks between iterations,
     # so metrics.jsonl and the checkpoint never see half an iteration (marl/experiment/interrupts.py).
@@ -143,10 +147,10 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
                 (run_dir / "wandb_run_id").write_text(tracker.run_id)
             stream = loggers.open_loggers(run_dir, history, spec.tensorboard, tracker)
             stop = StopConditions.from_spec(spec)
-            console.print(
-                f"[bold]{spec.algo.upper()}[/bold] / {setup.name} on {spec.env}: modules "
-                f"{', '.join(setup.module_ids)}; stop at {stop.describe()}; run dir {run_dir}"
-            )
+            modules = (f"self-play on {spec.env}: module main trained against opponent, a pool of main's past weights "
+                       f"(swapped every {spec.self_play} iterations)" if spec.self_play else
+                       f"{setup.name} on {spec.env}: modules {', '.join(setup.module_ids)}")
+            console.print(f"[bold]{spec.algo.upper()}[/bold] / {modules}; stop at {stop.describe()}; run dir {run_dir}")
             bar = progress.TrainingProgress(stop, history[-1] if history else None,
                                             mode=progress.progress_mode(spec.progress, spec.quiet), prefix=prefix)
             session_rows: List[Dict[str, Any]] = []
@@ -160,7 +164,10 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
             try:
                 try:
                     while reason is None and not interrupt.requested:
-                        row = stream.log(algo.train())
+                        result = trainer()
+                        if game_evaluation is not None and "evaluation" in result:
+                            result["evaluation"]["games"] = game_evaluation(algo)
+                        row = stream.log(result)
                         session_rows.append(row)
                         bar.update(row)
                         if spec.checkpoint_every and row["training_iteration"] % spec.checkpoint_every == 0:
@@ -171,6 +178,8 @@ def train(spec: cli.RunSpec, prefix: str = "") -> Dict[str, Any]:
                 finally:
                     bar.close()
                     stream.close()
+                    if game_evaluation is not None:
+                        game_evaluation.close()
             except Exception as e:
                 if not interrupt.requested:
                     raise
@@ -259,6 +268,37 @@ def _wandb_run_id(run_dir: Path) -> Optional[str]:
     """The wandb run id a resumed run keeps logging to."""
     path = run_dir / "wandb_run_id"
     return path.read_text().strip() or None if path.is_file() else None
+
+
+def _self_play(config: Any, spec: cli.RunSpec) -> Any:
+    """``--self-play``: modules main and opponent (default modules built from the model
+    config, whatever --policy-setup says), random seats, only main trained."""
+    from marl.algorithms.self_play import self_play_config
+
+    try:
+        return self_play_config(config.rl_module(rl_module_spec=None))
+    except ValueError as e:  # fewer than two agents
+        raise cli.UsageError(f"argument --self-play: {e}") from None
+
+
+def _trainer(algo: Any, spec: cli.RunSpec) -> Callable[[], Dict[str, Any]]:
+    """One training iteration: ``algo.train()``, or with ``--self-play N`` the opponent pool's
+    ``train()`` (which also stores main's weights and swaps the opponent every N iterations;
+    a resumed run starts a new pool from the restored main)."""
+    if not spec.self_play:
+        return algo.train
+    from marl.algorithms.self_play import OpponentPool
+
+    return OpponentPool(algo, swap_every=spec.self_play).train
+
+
+def _game_evaluation(spec: cli.RunSpec) -> Any:
+    """``--eval-opponent`` with ``--eval-interval``: win rates whenever the algorithm evaluates."""
+    if spec.eval_opponent is None or not spec.eval_interval:
+        return None
+    from marl.experiment.evaluation import GameEvaluation
+
+    return GameEvaluation(spec.eval_opponent, spec.eval_episodes, spec.seed)
 
 
 # ---------------------------------------------------------------------- evaluate

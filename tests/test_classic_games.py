@@ -275,3 +275,42 @@ def test_run_marl_trains_tictactoe_and_evaluates_it_against_a_random_player(tmp_
     assert games["games"] == 6
     assert math.isclose(games["win_rate"] + games["draw_rate"] + games["loss_rate"], 1.0)
     assert "6 games vs random: win " in capsys.readouterr().out
+
+
+def test_run_marl_self_play_logs_win_rates_against_random_while_training(tmp_path, capsys):
+    import json
+
+    from scripts import run_marl
+
+    run = tmp_path / "self-play"
+    run_marl.main(["--env", "classic/tictactoe-v3", "--self-play", "1", "--eval-opponent", "random",
+                   "--eval-interval", "1", "--eval-episodes", "6", "--stop-iters", "2",
+                   "--train_batch_size_per_learner=64", "--minibatch_size=32", "--num_epochs=1",
+                   "--no-progress", "--run-dir", str(run)])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("iter ")]
+    assert len(lines) == 2 and all(" | win 0." in x or " | win 1." in x for x in lines), lines
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["evaluation/games/games"] == 6
+        assert math.isclose(row["evaluation/games/win_rate"] + row["evaluation/games/draw_rate"]
+                            + row["evaluation/games/loss_rate"], 1.0)
+    assert [r["self_play/pool_size"] for r in rows] == [2, 3]  # the initial weights, then one per iteration
+    algo = __import__("marl").Algorithm.from_checkpoint(str(run / "checkpoint"))
+    try:
+        assert set(algo.get_module(None).keys()) == {"main", "opponent"}
+        assert algo.config.policies_to_train == ["main"]
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--env", "classic/tictactoe-v3", "--eval-opponent", "random", "--stop-iters", "1"], "--eval-opponent"),
+    (["--env", "CartPole-v1", "--self-play", "2", "--stop-iters", "1"], "--self-play"),
+])
+def test_run_marl_refuses_game_options_that_cannot_apply(tmp_path, capsys, argv, named):
+    from scripts import run_marl
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_marl.main(argv + ["--run-dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert f"argument {named}" in capsys.readouterr().err

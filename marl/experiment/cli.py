@@ -397,9 +397,15 @@ def build_parser(with_epilog: bool = True) -> _Parser:
                     help="record the episodes as a GIF (envs that render rgb_array)")
     ev.add_argument("--gif", metavar="PATH", help="GIF path (default: eval.gif next to the checkpoint)")
     ev.add_argument("--eval-opponent", metavar="random|CHECKPOINT",
-                    help="with --eval on a two-player game (classic/connect_four_v3, ...): play --eval-episodes "
-                         "games from both seats against a random legal player ('random') or an earlier checkpoint "
-                         "or run directory (a frozen self) and print the win/draw/loss rates")
+                    help="two-player games (classic/connect_four_v3, ...): play --eval-episodes games from both "
+                         "seats against a random legal player ('random') or an earlier checkpoint or run "
+                         "directory (a frozen self); with --eval print the win/draw/loss rates, during training "
+                         "(with --eval-interval) log them as evaluation/games/* and show the win rate per line")
+    ev.add_argument("--self-play", metavar="N", type=_bounded_int(0),
+                    help="two-player games: train module 'main' against module 'opponent' (random seats each "
+                         "episode, only main learns); every N iterations main's weights join a pool of past "
+                         "selves (up to 20) and a random one becomes the opponent (default: 0, off: one policy "
+                         "setup as --policy-setup says)")
 
     wb = parser.add_argument_group(
         "weights & biases (offline unless --wandb-mode online, WANDB_MODE or WANDB_API_KEY says otherwise)"
@@ -562,6 +568,7 @@ class RunSpec:
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     config: Optional[str] = None
     eval_opponent: Optional[str] = None
+    self_play: int = 0
 
     def stop_conditions(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in STOP_KEYS if getattr(self, k) is not None}
@@ -689,6 +696,9 @@ def _merge(layers: List[Layer], config_file: Optional[str]) -> RunSpec:
             raise UsageError(f"argument --policy-setup: shared-encoder builds policy/value heads, but --algo {algo} "
                              "trains its own networks (Q-networks, or SAC's actor and critics); use --policy-setup "
                              "shared or per-agent")
+    if values.get("eval_opponent") is not None and values["eval"] is None and not values["eval_interval"]:
+        raise UsageError("argument --eval-opponent: during training it plays at every evaluation; give "
+                         "--eval-interval N too (or --eval CHECKPOINT to evaluate a finished run)")
     if values["resume"] is not None and values["eval"] is not None:
         raise UsageError("argument --eval: not allowed with --resume (evaluate the run's checkpoint instead)")
     _check_seeds(values, layers[-1].options)

@@ -103,28 +103,55 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: Optional[int], re
         algo.stop()
 
 
+class GameEvaluation:
+    """``--eval-opponent`` during training: win/draw/loss rates of the algorithm's greedy
+    policies against ``opponent`` ("random", or a checkpoint / run directory loaded once
+    as a frozen self), ``games`` games from both seats, fresh seeds per evaluation."""
+
+    def __init__(self, opponent: str, games: int, seed: Optional[int]) -> None:
+        from marl import Algorithm
+        from marl.algorithms.game_evaluation import algorithm_players, random_player
+        from marl.experiment.run_dir import find_checkpoint
+
+        self.opponent, self.games, self.seed = opponent, games, seed or 0
+        self._rival = None
+        if opponent != "random":
+            self._rival = Algorithm.from_checkpoint(str(find_checkpoint(opponent, "--eval-opponent")))
+        self.players = random_player if self._rival is None else algorithm_players(self._rival)
+
+    def results(self, algo: Any, seed: int) -> Any:
+        """A ``GameResults`` of ``algo``'s greedy policies (game i uses seed + i)."""
+        from marl.algorithms.game_evaluation import algorithm_players, play_games
+
+        try:
+            return play_games(algo.env_creator, algorithm_players(algo), self.players, self.games, seed)
+        except ValueError as e:  # e.g. not a two-player env
+            raise UsageError(f"argument --eval-opponent: {e}") from None
+
+    def __call__(self, algo: Any) -> Dict[str, Any]:
+        """The rates for ``algo`` now, as metrics (evaluation k plays seeds seed + 10,000 k + i)."""
+        return self.results(algo, self.seed + 10_000 * int(algo.iteration)).to_dict()
+
+    def close(self) -> None:
+        if self._rival is not None:
+            self._rival.stop()
+
+
 def evaluate_games(checkpoint: Path, opponent: str, games: int, seed: Optional[int]) -> Any:
     """``--eval-opponent``: win/draw/loss rates (a ``GameResults``) of ``checkpoint``'s greedy
     policies in a two-player game, ``games`` games alternating seats, against ``"random"``
     (a random legal move) or the policies of another checkpoint or run directory."""
     from marl import Algorithm
-    from marl.algorithms.game_evaluation import algorithm_players, play_games, random_player
-    from marl.experiment.run_dir import find_checkpoint
 
     algo = Algorithm.from_checkpoint(str(checkpoint))
-    rival = None
     try:
-        if opponent != "random":
-            rival = Algorithm.from_checkpoint(str(find_checkpoint(opponent, "--eval-opponent")))
-        players = random_player if rival is None else algorithm_players(rival)
+        evaluation = GameEvaluation(opponent, games, seed)
         try:
-            return play_games(algo.env_creator, algorithm_players(algo), players, games, seed or 0)
-        except ValueError as e:  # e.g. not a two-player env
-            raise UsageError(f"argument --eval-opponent: {e}") from None
+            return evaluation.results(algo, seed or 0)
+        finally:
+            evaluation.close()
     finally:
         algo.stop()
-        if rival is not None:
-            rival.stop()
 
 
 def write_gif(frames: List[np.ndarray], path: Path, fps: int = 15) -> Path:

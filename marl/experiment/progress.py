@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from marl.experiment.run_dir import AGENT_RETURN_PREFIX, EVAL_RETURN_KEY, RETURN_KEY, STEP_KEY
+from marl.experiment.run_dir import AGENT_RETURN_PREFIX, EVAL_RETURN_KEY, GAMES_WIN_RATE_KEY, RETURN_KEY, STEP_KEY
 from marl.experiment.stopping import StopConditions
 
 PROGRESS_MODES = ("bar", "lines", "off")
@@ -41,6 +41,8 @@ def iteration_line(row: Mapping[str, Any], prefix: str = "") -> str:
              f"return {_return_text(row)}"]
     if EVAL_RETURN_KEY in row:
         parts.append(f"eval {_fmt(row.get(EVAL_RETURN_KEY))}")
+    if GAMES_WIN_RATE_KEY in row:
+        parts.append(f"win {row[GAMES_WIN_RATE_KEY]:.2f}")
     parts.append(f"{row.get('num_env_steps_sampled_per_s', 0.0):,.0f} steps/s")
     parts.append(f"{row.get('time_total_s', 0.0):,.1f} s")
     return prefix + " | ".join(parts)

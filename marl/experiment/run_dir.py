@@ -43,6 +43,8 @@ RETURN_KEY = "env_runners/episode_return_mean"
 EVAL_RETURN_KEY = "evaluation/env_runners/episode_return_mean"
 #: Each agent's return: ``<prefix>/<agent id>`` in a flattened result row.
 AGENT_RETURN_PREFIX = "env_runners/agent_episode_returns_mean"
+#: ``--eval-opponent`` during training: the win rate against that opponent.
+GAMES_WIN_RATE_KEY = "evaluation/games/win_rate"
 
 
 def default_run_dir_name(env: Any, algo: str, setup: str, when: Optional[float] = None) -> str:
