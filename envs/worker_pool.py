@@ -5,8 +5,9 @@ The groups live in ``envs.sampling.process_pool`` (worker processes) and
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
+
+from marl.core.optional_ray import ray_is_running
 
 from envs.sampling.episode_metrics import merge_metrics
 from envs.sampling.process_pool import EnvRunnerGroup, RunnerGroupBase, merge_batches
@@ -19,12 +20,6 @@ _ALIASES = {"process": "processes"}
 
 __all__ = ["BACKENDS", "EnvRunnerGroup", "RayEnvRunnerGroup", "WorkerError", "make_env_runner_group",
            "merge_batches", "merge_metrics"]
-
-
-def _ray_is_running() -> bool:
-    # A process that called ray.init() has imported ray: no need to import it (slow) to ask.
-    ray = sys.modules.get("ray")
-    return ray is not None and bool(ray.is_initialized())
 
 
 def make_env_runner_group(num_env_runners: int, runner_kwargs: Mapping[str, Any], *, backend: str = "auto",
@@ -44,7 +39,7 @@ def make_env_runner_group(num_env_runners: int, runner_kwargs: Mapping[str, Any]
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     has_runners = isinstance(num_env_runners, int) and num_env_runners > 0  # the group validates the value
-    if name == "ray" or (name == "auto" and has_runners and _ray_is_running()):
+    if name == "ray" or (name == "auto" and has_runners and ray_is_running()):
         # With 0 runners this is a local runner too: Ray is neither imported nor started.
         return RayEnvRunnerGroup(num_env_runners, runner_kwargs,
                                  num_cpus_per_env_runner=num_cpus_per_env_runner, **kwargs)

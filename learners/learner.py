@@ -44,6 +44,11 @@ def make_adam(params: Sequence[torch.nn.Parameter], lr: float) -> torch.optim.Op
         return torch.optim.Adam(params, lr=lr)
 
 
+def unique_parameters(params: Iterable[torch.nn.Parameter]) -> List[torch.nn.Parameter]:
+    """``params`` in order, each once (a parameter shared by modules or optimizers appears once)."""
+    return list({id(p): p for p in params}.values())
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss or a gradient became NaN/inf during ``TorchLearner.update()``.
 
@@ -232,13 +237,7 @@ class TorchLearner(Learner):
     @staticmethod
     def _dedup_parameters(modules: Iterable[torch.nn.Module]) -> List[torch.nn.Parameter]:
         """Trainable parameters, each once (frozen ones, e.g. target networks, are left out)."""
-        seen, params = set(), []
-        for m in modules:
-            for p in m.parameters():
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-        return params
+        return unique_parameters(p for m in modules for p in m.parameters() if p.requires_grad)
 
     def _check_no_parameter_in_two_optimizers(self) -> None:
         where: Dict[int, str] = {}
@@ -408,14 +407,7 @@ class TorchLearner(Learner):
 
     def _dedup_optimizer_params(self) -> List[torch.nn.Parameter]:
         """Every optimized parameter once, in a fixed order (the same on every learner)."""
-        seen, params = set(), []
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        params.append(p)
-        return params
+        return unique_parameters(p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"])
 
     def _forward_and_losses(self, minibatch: Dict[ModuleID, Dict[str, Any]]) -> tuple:
         """``(losses, metrics)`` of one minibatch: the part ``complete_update`` compiles.

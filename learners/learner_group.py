@@ -19,16 +19,16 @@ learners still finish) is undone the same way.
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, Type
 
 import torch
 
 from marl.core.multi_rl_module import MultiRLModuleSpec
+from marl.core.optional_ray import import_ray, ray_is_running
 
 from learners.learner import TorchLearner
-from learners.learner_worker import pack_state, unpack_state
-from learners.remote_learners import ProcessLearners, RayLearners, import_ray
+from learners.learner_worker import pack_state, to_cpu, unpack_state
+from learners.remote_learners import ProcessLearners, RayLearners
 
 LEARNER_BACKENDS = ("auto", "processes", "ray")
 
@@ -52,11 +52,10 @@ def resolve_learner_backend(backend: str) -> str:
     """``"processes"`` or ``"ray"`` for ``learner_backend`` (``"auto"``: Ray when initialised)."""
     if backend not in LEARNER_BACKENDS:
         raise ValueError(f"learner_backend={backend!r}; expected one of {LEARNER_BACKENDS}")
-    if backend == "auto":  # a process that called ray.init() has imported ray: no slow import to ask
-        ray = sys.modules.get("ray")
-        return "ray" if ray is not None and ray.is_initialized() else "processes"
+    if backend == "auto":
+        return "ray" if ray_is_running() else "processes"
     if backend == "ray":
-        import_ray()
+        import_ray("learner_backend='ray'")
     return backend
 
 
@@ -100,9 +99,7 @@ class LearnerGroup:
 
     def get_weights(self) -> Dict[str, Any]:
         state = self._learner.module.get_state()
-        if self._learner.device.type == "cpu":
-            return state
-        return {mid: {k: v.detach().cpu() for k, v in s.items()} for mid, s in state.items()}
+        return state if self._learner.device.type == "cpu" else to_cpu(state)
 
     def get_state(self) -> Dict[str, Any]:
         return self._learner.get_state()

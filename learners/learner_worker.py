@@ -24,7 +24,7 @@ def pack_state(state: Dict[str, Any]) -> bytes:
     """A learner state as bytes (tensors moved to the CPU first: a GPU learner's state
     loads anywhere)."""
     buffer = io.BytesIO()
-    torch.save(_to_cpu(state), buffer)
+    torch.save(to_cpu(state), buffer)
     return buffer.getvalue()
 
 
@@ -32,14 +32,14 @@ def unpack_state(blob: bytes) -> Dict[str, Any]:
     return torch.load(io.BytesIO(blob), weights_only=True)
 
 
-def _to_cpu(state: Any) -> Any:
+def to_cpu(state: Any) -> Any:
     """Tensors anywhere in dicts/lists/tuples (an optimizer's state_dict) moved to the CPU."""
     if isinstance(state, torch.Tensor):
         return state.detach().cpu()
     if isinstance(state, dict):
-        return {k: _to_cpu(v) for k, v in state.items()}
+        return {k: to_cpu(v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(_to_cpu(v) for v in state)
+        return type(state)(to_cpu(v) for v in state)
     return state
 
 

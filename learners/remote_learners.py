@@ -21,11 +21,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import torch.multiprocessing as mp
 
+from marl.core.optional_ray import import_ray
+
 from learners.learner import NonFiniteLossError
 from learners.learner_worker import LearnerWorker
-
-RAY_INSTALL_HINT = 'Ray is not installed: pip install -e ".[ray]" (or pip install "ray[default]")'
-
 
 class LearnerWorkerError(RuntimeError):
     """A remote learner raised, died or did not start (the message says which and why)."""
@@ -161,7 +160,7 @@ class RayLearners:
 
     def __init__(self, inits: Sequence[Tuple[Any, ...]], *, timeout_s: float, num_cpus: float,
                  num_gpus: float) -> None:
-        ray = import_ray()
+        ray = import_ray("Ray learners (learner_backend='ray')")
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         actor_class = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(LearnerWorker)
@@ -205,12 +204,3 @@ class RayLearners:
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self._actors = []
-
-
-def import_ray() -> Any:
-    """``ray``, or an ImportError that says how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(RAY_INSTALL_HINT) from exc
-    return ray

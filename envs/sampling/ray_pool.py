@@ -35,24 +35,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from marl.core.nested import tree_map
+from marl.core.optional_ray import import_ray
 
 from envs.sampling.process_pool import RunnerGroupBase
 from envs.sampling.runner import DEFAULT_SAMPLE_TIMEOUT_S, MultiAgentEnvRunner
 from envs.sampling.worker import RunnerHandle, _check_picklable, _serve, _start_runner, _WorkerDied
 
 logger = logging.getLogger("envs.sampling")
-
-INSTALL_HINT = 'pip install -e ".[ray]" (or pip install "ray[default]")'
-
-
-def import_ray() -> Any:
-    """``ray``, or an ImportError that says how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(f"Ray env runners need Ray, which is not installed: {INSTALL_HINT}") from exc
-    return ray
-
 
 class _RunnerActor:
     """The actor body: one runner served exactly as in a worker process."""
@@ -71,7 +60,7 @@ class _RayRunner(RunnerHandle):
     """The driver's handle on one runner actor; ``_recv`` waits for the latest request."""
 
     def __init__(self, actor_cls: Any, payload_ref: Any, worker_index: int, start_timeout_s: float) -> None:
-        self._ray = import_ray()
+        self._ray = import_ray("Ray env runners")
         self.worker_index = worker_index
         self.start_timeout_s = start_timeout_s
         self.last_lifetime: Dict[str, int] = {}
@@ -166,7 +155,7 @@ class RayEnvRunnerGroup(RunnerGroupBase):
         self.sample_wait_s = sample_wait_s
         if self.local_runner is not None:
             return
-        ray = import_ray()
+        ray = import_ray("Ray env runners")
         if not ray.is_initialized():
             logger.info("Ray is not initialised: starting a local Ray instance for %d env runner actors "
                         "(call ray.init(address='auto') first to use a cluster)", num_env_runners)
