@@ -13,17 +13,39 @@ looks ``k = min(n_step, e - t)`` steps ahead:
   that end is a termination, so truncation and call boundaries bootstrap;
 - ``n_step``: ``k``, so the target discounts the bootstrap by ``gamma^k``
   (RLlib's ``batch["n_step"]``).
+
+``n_step=(low, high)`` is RLlib's range: every time a transition is replayed
+its ``n`` is drawn anew, uniformly from ``low .. high - 1`` (numpy's
+``integers(low, high)``, as RLlib's episode buffers draw it). Rows are
+therefore stored with one window per ``n`` (``ranged_segment_transitions``:
+the n-dependent columns get an axis of ``high - low`` choices) and
+``choose_n_step`` picks one per replayed row. The difference from RLlib:
+near a segment's end the window is shortened (``k = min(n, e - t)``) where
+RLlib skips the draw and samples another transition, which never replays an
+episode's last ``n - 1`` steps as starting points.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
 
 from marl.core.columns import BOOTSTRAP_OBS, Columns
-from marl.core.nested import take_rows, tree_map2
+from marl.core.nested import take_rows, tree_map, tree_map2
 
 N_STEP = "n_step"
+#: The columns whose value depends on n: ranged rows hold one per choice of n.
+N_DEPENDENT_COLUMNS = (Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS, N_STEP)
+
+NStep = Union[int, Sequence[int]]
+
+
+def n_step_range(n_step: NStep) -> Tuple[int, int] | None:
+    """``(low, high)`` for RLlib's ranged ``n_step`` (a pair), None for a plain int."""
+    if isinstance(n_step, (list, tuple)):
+        low, high = (int(v) for v in n_step)
+        return low, high
+    return None
 
 
 def segment_transitions(batch: Dict[str, Any], n_step: int, gamma: float) -> Dict[str, Any]:
@@ -55,6 +77,41 @@ def segment_transitions(batch: Dict[str, Any], n_step: int, gamma: float) -> Dic
         Columns.TERMINATEDS: reaches_end & terminateds[np.maximum(ends - 1, 0)],
         N_STEP: k.astype(np.int64),
     }
+
+
+def ranged_segment_transitions(batch: Dict[str, Any], n_step: NStep, gamma: float) -> Dict[str, Any]:
+    """``segment_transitions`` for an int ``n_step``; for a range, every n's window side by side.
+
+    With ``n_step=(low, high)`` the n-dependent columns are ``[rows, high - low, ...]``:
+    column ``j`` is the window of ``n = low + j``. ``choose_n_step`` turns a
+    replayed batch of such rows back into plain transitions.
+    """
+    bounds = n_step_range(n_step)
+    if bounds is None:
+        return segment_transitions(batch, int(n_step), gamma)
+    per_n = [segment_transitions(batch, n, gamma) for n in range(*bounds)]
+    rows = dict(per_n[0])
+    for key in N_DEPENDENT_COLUMNS:
+        rows[key] = _stack_choices([t[key] for t in per_n])
+    return rows
+
+
+def choose_n_step(batch: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    """Draw one ``n`` per replayed ranged row, uniformly, and keep only that window (in place)."""
+    num, choices = np.shape(batch[N_STEP])[:2]
+    pick = rng.integers(0, choices, num)
+    rows = np.arange(num)
+    for key in N_DEPENDENT_COLUMNS:
+        batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
+    return batch
+
+
+def _stack_choices(parts: Sequence[Any]) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: _stack_choices([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], tuple):
+        return tuple(_stack_choices([p[i] for p in parts]) for i in range(len(parts[0])))
+    return np.stack(parts, axis=1)
 
 
 def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:

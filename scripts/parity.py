@@ -31,15 +31,17 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.parity_cases import COMMON_ENV_RUNNERS, CASES, reached  # noqa: E402
+from scripts.parity_cases import COMMON_ENV_RUNNERS, CASES, algo_of, reached  # noqa: E402
 
 RESULT_PREFIX = "PARITY_RESULT "
+#: A case's ``algo`` -> the config class both libraries name the same way.
+CONFIG_CLASSES = {"ppo": "PPOConfig", "dqn": "DQNConfig", "sac": "SACConfig"}
 
 
 # --------------------------------------------------------------------- workers
 def configure(config: Any, model_config_cls: type, case: Dict[str, Any], seed: int, env: Any,
               connector: Any = None) -> Any:
-    """Apply a case to either library's ``PPOConfig`` (both speak the same fluent API)."""
+    """Apply a case to either library's algorithm config (both speak the same fluent API)."""
     runners = {**COMMON_ENV_RUNNERS, **case.get("env_runners", {})}
     if connector is not None:
         runners["env_to_module_connector"] = connector
@@ -50,6 +52,8 @@ def configure(config: Any, model_config_cls: type, case: Dict[str, Any], seed: i
         .rl_module(model_config=model_config_cls(**case.get("model", {})))
         .debugging(seed=seed)
     )
+    if case.get("reporting"):
+        config.reporting(**case["reporting"])
     if case.get("framework"):
         config.framework(**case["framework"])
     if case.get("policies"):
@@ -60,7 +64,8 @@ def configure(config: Any, model_config_cls: type, case: Dict[str, Any], seed: i
 
 
 def build_marl(case: Dict[str, Any], seed: int):
-    from marl import DefaultModelConfig, MeanStdFilter, PPOConfig
+    import marl
+    from marl import DefaultModelConfig, MeanStdFilter
 
     env: Any = case["env"]
     if env == "multi_agent_cartpole":
@@ -68,12 +73,14 @@ def build_marl(case: Dict[str, Any], seed: int):
 
         env = MultiAgentCartPole
     connector = (lambda env: MeanStdFilter()) if case.get("mean_std_filter") else None
-    return configure(PPOConfig(), DefaultModelConfig, case, seed, env, connector).build()
+    config_cls = getattr(marl, CONFIG_CLASSES[algo_of(case)])
+    return configure(config_cls(), DefaultModelConfig, case, seed, env, connector).build()
 
 
 def build_rllib(case: Dict[str, Any], seed: int):
+    import importlib
+
     import ray
-    from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.connectors.env_to_module import MeanStdFilter
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
@@ -92,7 +99,9 @@ def build_rllib(case: Dict[str, Any], seed: int):
         register_env("simple_spread", lambda cfg: ParallelPettingZooEnv(simple_spread_v3.parallel_env(**cfg)))
         env = "simple_spread"
     connector = (lambda env, spaces, device: MeanStdFilter()) if case.get("mean_std_filter") else None
-    return configure(PPOConfig(), DefaultModelConfig, case, seed, env, connector).build_algo()
+    algo = algo_of(case)
+    config_cls = getattr(importlib.import_module(f"ray.rllib.algorithms.{algo}"), CONFIG_CLASSES[algo])
+    return configure(config_cls(), DefaultModelConfig, case, seed, env, connector).build_algo()
 
 
 def env_steps_of(result: Dict[str, Any]) -> int:

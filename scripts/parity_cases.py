@@ -5,9 +5,9 @@ its own virtual environment and imports this file too. Each case is one of
 RLlib's tuned examples (configs unchanged) or this project's own config, with
 the threshold and env-step budget RLlib is held to.
 
-Keys: ``env`` (a gymnasium id, ``"multi_agent_cartpole"`` or
+Keys: ``algo`` (``"ppo"``, the default, ``"dqn"`` or ``"sac"``), ``env`` (a gymnasium id, ``"multi_agent_cartpole"`` or
 ``"mpe2.simple_spread_v3"``), ``env_config``, ``training`` (``.training()``
-keys), ``model`` (``DefaultModelConfig`` fields), ``env_runners``,
+keys), ``model`` (``DefaultModelConfig`` fields), ``env_runners``, ``reporting``,
 ``policies`` and ``policy_of`` (a format string over ``agent_id``, for
 multi-agent cases), ``threshold`` and ``budget`` (env steps), and
 ``mean_std_filter``: observations go through a running mean/std filter
@@ -81,7 +81,44 @@ CASES: Dict[str, Dict[str, Any]] = {
         "threshold": -65.0,
         "budget": 300_000,
     },
+    # RLlib's tuned cartpole_dqn.py (rllib/tuned_examples/dqn/), config unchanged.
+    "dqn-cartpole": {
+        "algo": "dqn",
+        "env": "CartPole-v1",
+        "training": {"lr": 0.0005, "train_batch_size_per_learner": 32,
+                     "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 50000,
+                                              "alpha": 0.6, "beta": 0.4},
+                     "n_step": (2, 5), "double_q": True, "dueling": True, "epsilon": [(0, 1.0), (10000, 0.02)]},
+        "model": {"fcnet_hiddens": [256], "fcnet_activation": "tanh", "fcnet_bias_initializer": "zeros_",
+                  "head_fcnet_bias_initializer": "zeros_", "head_fcnet_hiddens": [256]},
+        "threshold": 450.0,
+        "budget": 200_000,
+    },
+    # RLlib's tuned pendulum_sac.py (rllib/tuned_examples/sac/), config unchanged; its
+    # xavier/orthogonal initialisers are given by name (RLlib takes names or functions).
+    "sac-pendulum": {
+        "algo": "sac",
+        "env": "Pendulum-v1",
+        "training": {"initial_alpha": 1.001, "actor_lr": 2e-4, "critic_lr": 8e-4, "alpha_lr": 9e-4, "lr": None,
+                     "target_entropy": "auto", "n_step": (2, 5), "tau": 0.005, "train_batch_size_per_learner": 256,
+                     "target_network_update_freq": 1,
+                     "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 100000,
+                                              "alpha": 1.0, "beta": 0.0},
+                     "num_steps_sampled_before_learning_starts": 256},
+        "model": {"fcnet_hiddens": [256, 256], "fcnet_activation": "relu",
+                  "fcnet_kernel_initializer": "xavier_uniform_", "head_fcnet_hiddens": [],
+                  "head_fcnet_activation": None, "head_fcnet_kernel_initializer": "orthogonal_",
+                  "head_fcnet_kernel_initializer_kwargs": {"gain": 0.01}},
+        "reporting": {"metrics_num_episodes_for_smoothing": 5},
+        "threshold": -250.0,
+        "budget": 20_000,
+    },
 }
+
+
+def algo_of(case: Dict[str, Any]) -> str:
+    """The case's algorithm: ``"ppo"`` unless it names another."""
+    return case.get("algo", "ppo")
 
 
 def reached(case: Dict[str, Any], env_runner_results: Dict[str, Any]) -> float | None:

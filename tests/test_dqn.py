@@ -9,10 +9,10 @@ import torch
 from envs import MultiAgentCartPole
 from learners.dqn_learner import td_targets, update_target_network
 from learners.replay_buffer import INDICES, WEIGHTS, PrioritizedReplayBuffer, ReplayBuffer
-from learners.transitions import N_STEP, segment_transitions
+from learners.transitions import N_STEP, choose_n_step, ranged_segment_transitions, segment_transitions
 from marl import Algorithm, DefaultDQNTorchRLModule, DefaultModelConfig, DQNConfig, QNetAPI, TargetNetworkAPI
 from marl.algorithms.algorithm_config import ConfigError
-from marl.algorithms.dqn import piecewise_linear, round_robin_weights
+from marl.algorithms.dqn import piecewise_linear, round_robin_weights, sampling_rounds
 from marl.core.columns import BOOTSTRAP_OBS, Columns
 from marl.models.default_dqn_rl_module import QF_PREDS
 
@@ -63,6 +63,31 @@ def test_a_window_inside_a_segment_reads_the_observation_n_steps_later():
     t = segment_transitions(batch, n_step=2, gamma=GAMMA)
     np.testing.assert_array_equal(t[Columns.NEXT_OBS][:, 0], [20, 30, 40, 50, 60, -9, -9])
     np.testing.assert_allclose(t[Columns.REWARDS][0], 1 + GAMMA * 2)
+
+
+def test_ranged_n_step_rows_hold_every_window_and_replay_draws_one_uniformly():
+    """RLlib's n_step=(2, 5): each replayed row draws n from 2, 3, 4 (never 5), anew at every replay."""
+    batch = segments_batch()
+    rows = ranged_segment_transitions(batch, (2, 5), GAMMA)
+    assert rows[N_STEP].shape == (7, 3) and rows[Columns.NEXT_OBS].shape == (7, 3, 1)
+    for j, n in enumerate((2, 3, 4)):
+        plain = segment_transitions(batch, n, GAMMA)
+        for key in (Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS, N_STEP):
+            np.testing.assert_array_equal(rows[key][:, j], plain[key])
+    np.testing.assert_array_equal(rows[Columns.OBS], batch[Columns.OBS])  # n-independent columns stay flat
+    # Row 0 sits in a 3-step terminated segment: n=2 sees 2 steps, n=3 and n=4 the whole segment.
+    draws = []
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        replayed = {k: v[[0]] for k, v in rows.items()}
+        chosen = choose_n_step(replayed, rng)
+        assert chosen[N_STEP].shape == (1,) and chosen[Columns.NEXT_OBS].shape == (1, 1)
+        n = {2: 2, 3: 3}[int(chosen[N_STEP][0])]
+        np.testing.assert_allclose(chosen[Columns.REWARDS][0], sum(GAMMA ** j * (j + 1) for j in range(n)), rtol=1e-6)
+        draws.append(n)
+    # n=3 and n=4 give the same (whole-segment) window, so P(k=2) = 1/3 and P(k=3) = 2/3.
+    assert abs(draws.count(2) / 3000 - 1 / 3) < 0.03
+    assert ranged_segment_transitions(batch, 3, GAMMA)[N_STEP].shape == (7,)  # an int stays plain
 
 
 def test_nested_observations_with_action_masks_are_carried_to_next_obs():
@@ -180,6 +205,37 @@ def test_dueling_q_is_value_plus_centred_advantages():
     torch.testing.assert_close(q, v + a - a.mean(-1, keepdim=True))
 
 
+def test_sampling_rounds_replay_as_often_as_rllib():
+    """RLlib's DQN/SAC "auto" fragment is n_step per env (a range's high end): one update per n_step
+    sampled steps; marl groups such training steps into rounds of up to a train batch.
+    (steps per env per round, training steps per round, updates per training step)"""
+    cfg = DQNConfig()
+    assert sampling_rounds(cfg) == (32, 32, 1)                   # n_step 1: an update per env step
+    cfg.n_step = (2, 5)
+    assert sampling_rounds(cfg) == (30, 6, 1)                   # fragment 5: 6 training steps of 5
+    cfg.num_envs_per_env_runner = 4
+    assert sampling_rounds(cfg) == (5, 1, 1)                    # 20 env steps per update; 32 // 20 = 1
+    cfg.num_envs_per_env_runner, cfg.n_step, cfg.training_intensity = 1, 3, 4
+    assert sampling_rounds(cfg) == (27, 3, 1)                   # RLlib's rounding: [3, 1] of 3-step fragments
+    cfg.rollout_fragment_length = 4
+    assert sampling_rounds(cfg) == (8, 1, 1)                    # explicit: RLlib's [2, 1] of 4-step fragments
+    cfg.rollout_fragment_length, cfg.training_intensity, cfg.min_sample_timesteps_per_iteration = "auto", None, 10
+    assert sampling_rounds(cfg) == (9, 3, 1)                    # a round never outgrows the iteration
+
+
+def test_an_iteration_runs_rllibs_number_of_updates():
+    """RLlib's tuned CartPole DQN (n_step (2, 5)) trains 6,400 rows per 1,000 sampled steps; so does marl."""
+    algo = (DQNConfig().environment("CartPole-v1").rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[8]))
+            .training(n_step=(2, 5), num_steps_sampled_before_learning_starts=0).debugging(seed=0)).build()
+    try:
+        result = algo.train()
+        sampled = result["num_env_steps_sampled_lifetime"]
+        trained = result["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"]
+        assert sampled == 1020 and trained == sampled // 5 * 32
+    finally:
+        algo.stop()
+
+
 def test_epsilon_schedule_and_round_robin_weights_follow_rllib():
     schedule = [[0, 1.0], [10000, 0.05]]
     assert piecewise_linear(schedule, 0) == 1.0
@@ -251,7 +307,8 @@ def test_overlapped_sampling_is_refused_for_the_off_policy_loop():
 
 
 def test_bad_dqn_settings_are_named():
-    for key, value in (("epsilon", [[0, 1.5]]), ("n_step", 0), ("tau", 0.0), ("td_error_loss_fn", "l1"),
+    for key, value in (("epsilon", [[0, 1.5]]), ("n_step", 0), ("n_step", (3, 3)), ("n_step", (0, 2)),
+                       ("tau", 0.0), ("td_error_loss_fn", "l1"),
                        ("replay_buffer_config", {"type": "ring"})):
         with pytest.raises(ConfigError, match=key if key != "replay_buffer_config" else "ring"):
             small_config(**{key: value}).build()

@@ -170,6 +170,8 @@ def test_bad_qmix_settings_are_named():
         spread_config("qtran").build()
     with pytest.raises(ConfigError, match="ScriptedEnv has no state"):
         (QMIXConfig().environment(ScriptedEnv).training(state_input="state")).build()
+    with pytest.raises(ConfigError, match=r"n_step=\(2, 5\).*one n for every agent"):
+        spread_config("vdn").training(n_step=(2, 5)).build()
 
 
 def test_recurrent_agents_train_on_joint_sequences_with_stored_states():

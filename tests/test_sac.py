@@ -45,6 +45,25 @@ def test_rllib_defaults_and_required_apis():
     assert (cfg.tau, cfg.actor_lr, cfg.critic_lr, cfg.alpha_lr, cfg.initial_alpha) == (5e-3, 3e-5, 3e-4, 3e-4, 1.0)
     assert cfg.twin_q and cfg.target_entropy == "auto" and cfg.train_batch_size_per_learner == 256
     assert cfg.target_network_update_freq == 0 and cfg.num_steps_sampled_before_learning_starts == 1500
+    assert cfg.lr is None  # RLlib's SAC: the three optimizers have their own rates
+
+
+def test_grouped_updates_sync_targets_as_rllibs_training_steps_would():
+    """RLlib's tuned Pendulum SAC: target_network_update_freq=1, one update per 5 sampled steps. marl runs
+    a round's 20 updates after one sampling call, each at the env-step count its training step had, so
+    every update also moves the targets (and none runs before learning starts, at 256 steps)."""
+    algo = (small_config(n_step=(2, 5), target_network_update_freq=1)
+            .training(num_steps_sampled_before_learning_starts=256, train_batch_size_per_learner=256)
+            .reporting(min_sample_timesteps_per_iteration=100).build())
+    try:
+        for _ in range(5):
+            result = algo.train()
+        trained = result["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"]
+        num_updates = trained // 256
+        assert num_updates == (500 - 255) // 5  # training steps at 260, 265, ..., 500
+        assert algo.learner.num_target_updates["default_policy"] == num_updates
+    finally:
+        algo.stop()
 
 
 def test_target_critics_move_by_exactly_tau_each_update():
@@ -145,6 +164,8 @@ def test_bad_sac_settings_are_named():
         small_config(actor_lr=0.0).build()
     with pytest.raises(ConfigError, match="initial_alpha"):
         small_config(initial_alpha=-1.0).build()
+    with pytest.raises(ConfigError, match="lr=0.001.*None for SAC.*actor_lr"):
+        small_config(lr=1e-3).build()
 
 
 def test_isac_on_the_shared_encoder_trains_one_encoder_through_the_critics():

@@ -395,6 +395,9 @@ class AlgorithmConfig:
     def get_learner_class(self) -> type:
         return self.learner_class or self.get_default_learner_class()
 
+    def _validate_lr(self) -> None:
+        check_number("lr", self.lr, low=0.0, low_open=True)
+
     def validate(self) -> None:
         """Check every value before anything is built; raises ``ConfigError``
         naming the key, the value seen and what is expected.
@@ -446,7 +449,7 @@ class AlgorithmConfig:
         check_bool("add_agent_id", self.add_agent_id)
         check_bool("pad_agent_spaces", self.pad_agent_spaces)
         # training
-        check_number("lr", self.lr, low=0.0, low_open=True)
+        self._validate_lr()
         check_number("gamma", self.gamma, low=0.0, high=1.0)
         check_int("train_batch_size_per_learner", self.train_batch_size_per_learner, 1)
         check_int("minibatch_size", self.minibatch_size, 1, none="the whole batch")

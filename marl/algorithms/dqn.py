@@ -1,15 +1,20 @@
 """DQN (and IQL: DQN with one Q-module per agent or shared): off-policy training from replay.
 
-An iteration, as RLlib's new-stack DQN runs it: repeat rounds until at least
-``min_sample_timesteps_per_iteration`` env steps were sampled; a round
-samples ``rollout_fragment_length`` steps per env of every runner (``"auto"``:
-``train_batch_size_per_learner / (num_envs_per_env_runner * runners)``, so
-one round yields about one train batch), stores them as (n-step) transitions
-in each module's replay buffer and, once ``num_steps_sampled_before_learning_starts``
+An iteration, as RLlib's new-stack DQN runs it: repeat training steps until
+at least ``min_sample_timesteps_per_iteration`` env steps were sampled; a
+training step samples ``rollout_fragment_length`` steps per env of every
+runner (``"auto"``: ``n_step``, or the high end of an ``n_step`` range, as
+RLlib's DQN and SAC configs say), stores them as (n-step) transitions in each
+module's replay buffer and, once ``num_steps_sampled_before_learning_starts``
 env steps were sampled, runs one update of ``train_batch_size_per_learner``
-replayed rows per module. ``training_intensity`` (replayed / sampled steps)
-changes the ratio to several rounds per update or several updates per
-round, as RLlib's ``calculate_rr_weights`` does. Targets are synced when
+replayed rows per module. So by default RLlib replays a batch every
+``n_step`` sampled steps per env. ``training_intensity`` (replayed / sampled
+steps) changes the ratio to several rounds per update or several updates
+per round, with RLlib's ``calculate_rr_weights``. With ``"auto"``, marl
+groups as many of these training steps into one round as fit in a train
+batch (and in an iteration): the same updates per sampled step as RLlib,
+with fewer, longer sampling calls, which keeps n-step windows and stored
+sequences whole (``sampling_rounds``). Targets are synced when
 ``target_network_update_freq`` env steps passed since the last sync, with
 ``tau`` (1.0: a copy). Exploration is epsilon-greedy with RLlib's piecewise
 linear ``epsilon`` schedule over sampled env steps.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -56,6 +61,58 @@ def piecewise_linear(schedule: Any, t: float) -> float:
         if t < t1:
             return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
     return points[-1][1]
+
+
+def check_n_step(n_step: Any, *, allow_range: bool = True) -> None:
+    """An int >= 1, or (where ``allow_range``) RLlib's range ``(low, high)``: n drawn from low .. high - 1."""
+    if isinstance(n_step, (list, tuple)) and allow_range:
+        if not (len(n_step) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                         for v in n_step) and 1 <= n_step[0] < n_step[1]):
+            raise _bad_value("n_step", n_step, "an int >= 1 or a range (low, high) with 1 <= low < high",
+                             "each replayed transition draws its n from low .. high - 1, as in RLlib")
+        return
+    check_int("n_step", n_step, 1, hint="" if allow_range else "this algorithm's joint rows need one n for "
+              "every agent; a range (low, high) is for DQN and SAC")
+
+
+def rllib_fragment_length(config: "DQNConfig") -> int:
+    """RLlib's DQN/SAC ``get_rollout_fragment_length``: ``"auto"`` is ``n_step`` (a range's high end)."""
+    if config.rollout_fragment_length != "auto":
+        return int(config.rollout_fragment_length)
+    n_step = config.n_step
+    return int(n_step[1]) if isinstance(n_step, (list, tuple)) else int(n_step)
+
+
+class SamplingRounds(NamedTuple):
+    """How an iteration's rounds go: ``training_steps`` of RLlib's training step per sampling call."""
+
+    steps_per_env: int      #: env steps per env (and runner) sampled per round
+    training_steps: int     #: RLlib training steps the round stands for
+    updates_per_step: int   #: updates per training step (``round_robin_weights``)
+
+
+def sampling_rounds(config: "DQNConfig") -> SamplingRounds:
+    """RLlib's training steps, grouped into sampling rounds.
+
+    One RLlib training step samples ``store`` fragments per env and runs
+    ``update`` updates (``round_robin_weights``). An explicit
+    ``rollout_fragment_length`` keeps exactly that; ``"auto"`` joins ``k``
+    training steps into one round, ``k`` as many as fit in both a train batch
+    and ``min_sample_timesteps_per_iteration`` of sampled env steps, so the
+    replayed/sampled ratio is RLlib's while sampling calls stay long. The
+    round's updates then run with the env-step count each training step would
+    have had (``DQN._update_once(timestep)``), so target syncs and the start
+    of learning fall where RLlib's do.
+    """
+    fragment = rllib_fragment_length(config)
+    store, update = round_robin_weights(config, fragment)
+    per_env = store * fragment
+    group = 1
+    if config.rollout_fragment_length == "auto":
+        env_steps = per_env * config.num_envs_per_env_runner * max(1, config.num_env_runners)
+        room = min(config.train_batch_size_per_learner, config.min_sample_timesteps_per_iteration)
+        group = max(1, room // env_steps)
+    return SamplingRounds(per_env * group, group, update)
 
 
 def round_robin_weights(config: "DQNConfig", rollout_fragment_length: int) -> List[int]:
@@ -106,7 +163,7 @@ class DQNConfig(AlgorithmConfig):
             raise _bad_value("epsilon", epsilon, "a number in [0, 1] or a schedule [[timestep, epsilon], ...]")
         check_int("target_network_update_freq", self.target_network_update_freq, 0)
         check_int("num_steps_sampled_before_learning_starts", self.num_steps_sampled_before_learning_starts, 0)
-        check_int("n_step", self.n_step, 1)
+        check_n_step(self.n_step)
         check_int("burn_in_len", self.burn_in_len, 0)
         check_int("min_sample_timesteps_per_iteration", self.min_sample_timesteps_per_iteration, 0)
         check_number("tau", self.tau, low=0.0, high=1.0, low_open=True)
@@ -163,11 +220,7 @@ class DQN(Algorithm):
         return spec
 
     def _fragment_length(self) -> int:
-        cfg = self.config
-        if cfg.rollout_fragment_length == "auto":
-            per = cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
-            return max(1, int(cfg.train_batch_size_per_learner // per))
-        return int(cfg.rollout_fragment_length)
+        return sampling_rounds(self.config).steps_per_env
 
     # -------------------------------------------------------- checkpoints
     REPLAY_DIR = "replay_buffer"
@@ -238,7 +291,7 @@ class DQN(Algorithm):
         return self.replay_buffers[module_id]
 
     def _store(self, samples: Dict[str, Dict[str, Any]]) -> None:
-        from learners.transitions import segment_sequences, segment_transitions
+        from learners.transitions import ranged_segment_transitions, segment_sequences
 
         for module_id, batch in samples.items():
             if not len(batch.get("seq_lens", [])):
@@ -250,8 +303,11 @@ class DQN(Algorithm):
                 trainable = np.flatnonzero(rows[Columns.LOSS_MASK].sum(axis=1) > self.config.burn_in_len)
                 rows = {k: take_rows(v, trainable) for k, v in rows.items()}
             else:
-                rows = segment_transitions(batch, self.config.n_step, self.config.gamma)
+                rows = ranged_segment_transitions(batch, self.config.n_step, self.config.gamma)
             self._buffer_for(module_id).add(rows)
+
+    def _update_timestep(self, timestep: Optional[int]) -> int:
+        return self._counters["num_env_steps_sampled_lifetime"] if timestep is None else int(timestep)
 
     def _rows_per_step(self, module_id: str) -> int:
         return self._seq_lens.get(module_id, 1)
@@ -260,8 +316,10 @@ class DQN(Algorithm):
         """Replayed rows per update: transitions, or ``train_batch_size / max_seq_len`` sequences."""
         return max(1, self.config.train_batch_size_per_learner // self._rows_per_step(module_id))
 
-    def _update_once(self) -> Dict[str, Any]:
+    def _update_once(self, timestep: Optional[int] = None) -> Dict[str, Any]:
+        """One replayed update per module; ``timestep``: the sampled env steps it counts as (target syncs)."""
         from learners.replay_buffer import INDICES
+        from learners.transitions import choose_n_step, n_step_range
 
         learner = self.learner
         trained = set(learner.module_ids_to_train)
@@ -270,6 +328,9 @@ class DQN(Algorithm):
         if not batch:
             return {}
         indices = {mid: b.pop(INDICES) for mid, b in batch.items()}
+        if n_step_range(self.config.n_step) is not None:
+            for mid, b in batch.items():
+                choose_n_step(b, self.replay_buffers[mid].rng)
         learner.build()
         learner.check_module_apis()
         # Recurrent modules' rows are sequences: the minibatch size counts their time steps.
@@ -279,7 +340,7 @@ class DQN(Algorithm):
             errors = learner.last_td_errors.get(mid)
             if errors is not None:
                 self.replay_buffers[mid].update_priorities(idx, errors.cpu().numpy())
-        synced = learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
+        synced = learner.update_target_networks(self._update_timestep(timestep))
         for mid, stats in results.items():
             if mid in learner.num_target_updates and isinstance(stats, dict):
                 stats["num_target_updates"] = learner.num_target_updates[mid]
@@ -294,9 +355,8 @@ class DQN(Algorithm):
         start = time.perf_counter()
         self.iteration += 1
         cfg = self.config
-        fragment = self._fragment_length()
-        per_round = fragment * cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
-        store_rounds, update_rounds = round_robin_weights(cfg, fragment)
+        rounds = sampling_rounds(cfg)
+        per_round = rounds.steps_per_env * cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
         sampled, sample_time, learn_time = 0, 0.0, 0.0
         totals: Dict[str, Any] = {"num_env_steps_sampled": 0, "num_agent_steps_sampled": 0, "num_episodes": 0,
                                   "num_module_steps_sampled": {}}
@@ -304,24 +364,28 @@ class DQN(Algorithm):
         learner_results: Dict[str, Any] = {}
         last_metrics: Dict[str, Any] = {}
         while True:
-            for _ in range(store_rounds):
-                self._set_epsilon()
-                self.env_runner_group.sync_weights(self.learner_group.get_weights())
-                t0 = time.perf_counter()
-                samples, metrics = self.env_runner_group.sample(per_round)
-                sample_time += time.perf_counter() - t0
-                self._store(samples)
-                sampled += self._count_sampled(metrics)
-                _accumulate(totals, metrics)
-                entry = self._record_episodes(metrics)
-                if entry is not None:
-                    entries.append(entry)
-                last_metrics = metrics
-            if self._counters["num_env_steps_sampled_lifetime"] >= cfg.num_steps_sampled_before_learning_starts:
-                t0 = time.perf_counter()
-                for _ in range(update_rounds):
-                    learner_results = self._update_once() or learner_results
-                learn_time += time.perf_counter() - t0
+            self._set_epsilon()
+            self.env_runner_group.sync_weights(self.learner_group.get_weights())
+            t0 = time.perf_counter()
+            samples, metrics = self.env_runner_group.sample(per_round)
+            sample_time += time.perf_counter() - t0
+            self._store(samples)
+            sampled += self._count_sampled(metrics)
+            _accumulate(totals, metrics)
+            entry = self._record_episodes(metrics)
+            if entry is not None:
+                entries.append(entry)
+            last_metrics = metrics
+            t0 = time.perf_counter()
+            round_end = self._counters["num_env_steps_sampled_lifetime"]
+            round_steps = int(metrics.get("num_env_steps_sampled", per_round))
+            for step in range(rounds.training_steps):
+                # The env-step count RLlib's training step ``step`` of this round would see.
+                timestep = round_end - round_steps + round_steps * (step + 1) // rounds.training_steps
+                if timestep >= cfg.num_steps_sampled_before_learning_starts:
+                    for _ in range(rounds.updates_per_step):
+                        learner_results = self._update_once(timestep) or learner_results
+            learn_time += time.perf_counter() - t0
             if sampled >= cfg.min_sample_timesteps_per_iteration:
                 break
         self.env_runner_group.sync_weights(self.learner_group.get_weights())
@@ -330,6 +394,9 @@ class DQN(Algorithm):
         episodes = merge_metrics(entries) if entries else None
         result = self._iteration_result(start, runner_metrics, episodes, learner_results, sampled,
                                         sample_time, learn_time)
+        # RLlib's key: replayed rows trained on, over the run (train_batch_size_per_learner per update).
+        result["learners"].setdefault("__all_modules__", {})["num_env_steps_trained_lifetime"] = \
+            self._counters["num_env_steps_trained_lifetime"]
         result["replay_buffers"] = {mid: {"size": len(buf), "num_added": buf.num_added}
                                     for mid, buf in self.replay_buffers.items()}
         result["epsilon"] = piecewise_linear(cfg.epsilon, self._counters["num_env_steps_sampled_lifetime"])

@@ -8,7 +8,7 @@ and the learner trains on one joint batch per update. Mixed in before
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class JointReplayMixin:
         if rows:
             self._buffer_for(JOINT).add(rows)
 
-    def _update_once(self) -> Dict[str, Any]:
+    def _update_once(self, timestep: Optional[int] = None) -> Dict[str, Any]:
         from learners.joint_transitions import JOINT
         from learners.replay_buffer import INDICES
 
@@ -71,7 +71,7 @@ class JointReplayMixin:
         learner.check_module_apis()
         results = learner.update({JOINT: batch}, minibatch_size=length * len(indices), num_epochs=1)
         buffer.update_priorities(indices, learner.last_td_errors[JOINT].cpu().numpy())
-        learner.update_target_networks(self._counters["num_env_steps_sampled_lifetime"])
+        learner.update_target_networks(self._update_timestep(timestep))
         self._counters["num_env_steps_trained_lifetime"] += len(indices)
         return results
 

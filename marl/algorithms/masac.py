@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from marl.algorithms.algorithm_config import ConfigError, check_choice
+from marl.algorithms.dqn import check_n_step
 from marl.algorithms.joint_replay import JointReplayMixin
 from marl.algorithms.sac import SAC, SACConfig
 from marl.core.multi_rl_module import MultiRLModuleSpec
@@ -37,6 +38,7 @@ class MASACConfig(SACConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("critic_input", self.critic_input, ("auto", "state", "joint_obs"))
+        check_n_step(self.n_step, allow_range=False)
 
 
 class MASAC(JointReplayMixin, SAC):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from marl.algorithms.algorithm_config import ConfigError, check_choice, check_int
-from marl.algorithms.dqn import DQN, DQNConfig
+from marl.algorithms.dqn import DQN, DQNConfig, check_n_step
 from marl.algorithms.joint_replay import JointReplayMixin
 from marl.core.multi_rl_module import MultiRLModuleSpec
 from marl.core.rl_module import RLModuleSpec
@@ -59,6 +59,7 @@ class QMIXConfig(DQNConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("mixer", self.mixer, ("qmix", "vdn"))
+        check_n_step(self.n_step, allow_range=False)
         check_choice("state_input", self.state_input, ("auto", "state", "joint_obs"))
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)

@@ -2,7 +2,8 @@
 
 ``SACConfig`` keeps RLlib 2.60's SAC names and defaults: ``twin_q``, ``tau``
 5e-3 every update (``target_network_update_freq=0``), ``initial_alpha`` 1.0,
-``target_entropy="auto"`` (``-dim(A)``), ``actor_lr`` 3e-5, ``critic_lr``
+``target_entropy="auto"`` (``-dim(A)``), ``lr`` None (a number is refused:
+the three optimizers below have their own), ``actor_lr`` 3e-5, ``critic_lr``
 3e-4, ``alpha_lr`` 3e-4, ``train_batch_size_per_learner`` 256, ``n_step`` 1,
 ``num_steps_sampled_before_learning_starts`` 1500, prioritized replay of
 capacity 1e6, ``min_sample_timesteps_per_iteration`` 100, ``grad_clip``
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from marl.algorithms.algorithm_config import check_bool, check_number
+from marl.algorithms.algorithm_config import _bad_value, check_bool, check_number
 from marl.algorithms.dqn import DQN, DQNConfig
 from marl.core.multi_rl_module import MultiRLModuleSpec
 
 RLLIB_SAC_DEFAULTS = {
-    "twin_q": True, "tau": 5e-3, "initial_alpha": 1.0, "target_entropy": "auto", "actor_lr": 3e-5,
+    "lr": None, "twin_q": True, "tau": 5e-3, "initial_alpha": 1.0, "target_entropy": "auto", "actor_lr": 3e-5,
     "critic_lr": 3e-4, "alpha_lr": 3e-4, "train_batch_size_per_learner": 256, "n_step": 1,
     "num_steps_sampled_before_learning_starts": 1500, "target_network_update_freq": 0, "grad_clip": None,
     "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": int(1e6), "alpha": 0.6,
@@ -51,6 +52,11 @@ class SACConfig(DQNConfig):
         from marl.models.default_sac_rl_module import DefaultSACTorchRLModule
 
         return DefaultSACTorchRLModule
+
+    def _validate_lr(self) -> None:
+        """RLlib's SAC takes ``lr=None`` and refuses a number: its three optimizers have their own."""
+        if self.lr is not None:
+            raise _bad_value("lr", self.lr, "None for SAC", "set actor_lr, critic_lr and alpha_lr instead")
 
     def validate(self) -> None:
         super().validate()
