@@ -12,7 +12,7 @@ RLlib's ``PrioritizedEpisodeReplayBuffer`` configures it (``alpha`` 0.6,
 ``beta`` 0.4): new rows get the largest priority seen so far, rows are drawn
 with probability ``p_i^alpha / sum p^alpha`` and weighted by
 ``(N P(i))^-beta`` normalised by the largest possible weight; priorities are
-``|td_error| + 1e-6``. Sampling recomputes the cumulative sum (O(N) per
+``max(|td_error|, 1e-12)``, RLlib's floor. Sampling recomputes the cumulative sum (O(N) per
 batch): at RLlib's default capacity (50k) that is tens of microseconds, and
 no tree to keep consistent.
 """
@@ -117,7 +117,8 @@ class ReplayBuffer:
 class PrioritizedReplayBuffer(ReplayBuffer):
     """Proportional prioritized replay (``alpha``: how much priorities count; ``beta``: IS correction)."""
 
-    EPSILON = 1e-6
+    #: RLlib's floor under a priority (a TD error of exactly 0 must stay drawable).
+    MIN_PRIORITY = 1e-12
 
     def __init__(self, capacity: int, seed: Optional[int] = None, alpha: float = 0.6, beta: float = 0.4) -> None:
         super().__init__(capacity, seed)
@@ -144,7 +145,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return idx, (weights / max_weight).astype(np.float32)
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
-        priorities = np.abs(np.asarray(td_errors, np.float64)) + self.EPSILON
+        priorities = np.maximum(np.abs(np.asarray(td_errors, np.float64)), self.MIN_PRIORITY)
         if not np.all(np.isfinite(priorities)):
             raise ValueError("non-finite TD errors cannot become replay priorities")
         self.priorities[np.asarray(indices, np.int64)] = priorities

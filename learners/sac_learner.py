@@ -33,17 +33,18 @@ from learners.replay_buffer import WEIGHTS
 from learners.transitions import N_STEP
 
 
-def detached_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``net(x)`` with ``net``'s parameters detached: gradient reaches ``x`` only (how the
-    actors read the critics, so the actor loss never moves a critic)."""
-    return functional_call(net, {k: v.detach() for k, v in net.named_parameters()}, (x,))
+def detached_call(net: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``net(*inputs)`` with ``net``'s parameters detached: gradient reaches the inputs only (how
+    the actors read the critics, so the actor loss never moves a critic)."""
+    return functional_call(net, {k: v.detach() for k, v in net.named_parameters()}, inputs)
 
 
 def _adam(groups: list) -> torch.optim.Optimizer:
+    """Adam with RLlib's SAC epsilon (1e-7; torch's default is 1e-8)."""
     try:
-        return torch.optim.Adam(groups, fused=True)
+        return torch.optim.Adam(groups, eps=1e-7, fused=True)
     except (RuntimeError, ValueError):
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, eps=1e-7)
 
 
 def target_entropy_of(config: Any, module: Any) -> float:
@@ -144,8 +145,8 @@ class SACTorchLearner(DQNTorchLearner):
     @staticmethod
     def _frozen_q(module: Any, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``min_i Q_i(s, a)`` with the critics' parameters detached (gradient to ``a`` only)."""
-        x = torch.cat([torch.as_tensor(obs).float(), actions.reshape(-1, module.act_dim)], dim=-1)
-        q = detached_call(module.qf, x)
+        obs, actions = torch.as_tensor(obs).float(), actions.reshape(-1, module.act_dim)
+        q = detached_call(module.qf, obs, actions)
         if module.qf_twin is not None:
-            q = torch.minimum(q, detached_call(module.qf_twin, x))
-        return q.squeeze(-1)
+            q = torch.minimum(q, detached_call(module.qf_twin, obs, actions))
+        return q

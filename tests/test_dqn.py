@@ -236,6 +236,19 @@ def test_an_iteration_runs_rllibs_number_of_updates():
         algo.stop()
 
 
+def test_an_iteration_runs_until_min_train_timesteps_were_trained():
+    """training_intensity=1: one update of 32 rows per 32 sampled steps; the sample bound (32) is met
+    after one round, the train bound (320 rows) after ten."""
+    algo = (small_config(training_intensity=1).training(num_steps_sampled_before_learning_starts=0)
+            .reporting(min_sample_timesteps_per_iteration=32, min_train_timesteps_per_iteration=320).build())
+    try:
+        result = algo.train()
+        assert result["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"] == 320
+        assert result["num_env_steps_sampled_lifetime"] == 320
+    finally:
+        algo.stop()
+
+
 def test_epsilon_schedule_and_round_robin_weights_follow_rllib():
     schedule = [[0, 1.0], [10000, 0.05]]
     assert piecewise_linear(schedule, 0) == 1.0
@@ -283,7 +296,9 @@ def test_prioritized_sampling_is_proportional_with_the_right_weights():
     weights = {int(i): w for i, w in zip(sample[INDICES], sample[WEIGHTS])}
     assert weights[0] == pytest.approx(1.0, rel=1e-4) and weights[3] == pytest.approx(0.25, rel=1e-3)
     buf.add({"x": np.array([9.0])})  # new rows get the largest priority
-    assert buf.priorities[0] == pytest.approx(4.0 + PrioritizedReplayBuffer.EPSILON)
+    assert buf.priorities[0] == 4.0
+    buf.update_priorities(np.array([1]), np.array([0.0]))  # RLlib's floor keeps a zero error drawable
+    assert buf.priorities[1] == PrioritizedReplayBuffer.MIN_PRIORITY
 
 
 def test_iql_trains_one_buffer_and_one_q_module_per_policy():
@@ -312,6 +327,8 @@ def test_bad_dqn_settings_are_named():
                        ("replay_buffer_config", {"type": "ring"})):
         with pytest.raises(ConfigError, match=key if key != "replay_buffer_config" else "ring"):
             small_config(**{key: value}).build()
+    with pytest.raises(ConfigError, match="min_time_s_per_iteration=-1.0"):
+        small_config().reporting(min_time_s_per_iteration=-1.0).build()
 
 
 @pytest.mark.parametrize("store", [True, False])

@@ -19,7 +19,7 @@ def config(per_agent: bool = True, **training) -> MASACConfig:
            .env_runners(num_envs_per_env_runner=2)
            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
            .training(num_steps_sampled_before_learning_starts=40, train_batch_size_per_learner=32, **training)
-           .reporting(min_sample_timesteps_per_iteration=40).debugging(seed=0))
+           .reporting(min_sample_timesteps_per_iteration=40, min_time_s_per_iteration=None).debugging(seed=0))
     if per_agent:
         cfg.multi_agent(policies=set(AGENTS), policy_mapping_fn=lambda aid, ep, **kw: aid)
     return cfg

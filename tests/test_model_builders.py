@@ -36,7 +36,9 @@ def test_config_defaults_match_rllib():
     assert cfg.vf_share_layers is True
     assert cfg.use_lstm is False and cfg.max_seq_len == 20 and cfg.lstm_cell_size == 256
     assert cfg.lstm_use_prev_action is False and cfg.lstm_use_prev_reward is False
-    for prefix in ("fcnet", "conv", "head_fcnet", "lstm"):
+    assert cfg.fcnet_use_layernorm is False and cfg.head_fcnet_use_layernorm is False
+    assert cfg.fusionnet_hiddens == [256, 256] and cfg.fusionnet_activation == "tanh"
+    for prefix in ("fcnet", "conv", "head_fcnet", "lstm", "fusionnet"):
         for part in ("kernel", "bias"):
             assert getattr(cfg, f"{prefix}_{part}_initializer") is None
             assert getattr(cfg, f"{prefix}_{part}_initializer_kwargs") is None
@@ -162,6 +164,24 @@ def test_mlp_layer_sizes_activations_and_output_dim():
 def test_mlp_encoder_activates_its_last_layer_and_reports_width():
     mlp = build_mlp(5, [7], "relu")
     assert isinstance(mlp[-1], nn.ReLU) and mlp.output_dim == 7
+
+
+def test_layernorm_settings_put_a_layernorm_before_each_hidden_activation():
+    """RLlib's *_use_layernorm: LayerNorm(eps=1e-3) between each hidden Linear and its activation;
+    an encoder's layers are all hidden, a head's output layer stays plain."""
+    from marl.models.encoders import ObservationEncoder
+    from marl.models.policy_head import build_head
+    import gymnasium as gym
+
+    cfg = resolve_default_model_config({"fcnet_hiddens": [8, 4], "fcnet_use_layernorm": True,
+                                        "head_fcnet_hiddens": [5], "head_fcnet_use_layernorm": True})
+    encoder = ObservationEncoder(gym.spaces.Box(-1, 1, (3,)), cfg).net
+    assert [type(m).__name__ for m in encoder] == ["Linear", "LayerNorm", "Tanh", "Linear", "LayerNorm", "Tanh"]
+    assert all(m.eps == 1e-3 for m in encoder if isinstance(m, nn.LayerNorm))
+    head = build_head(4, 2, cfg)
+    assert [type(m).__name__ for m in head] == ["Linear", "LayerNorm", "ReLU", "Linear"]
+    plain = ObservationEncoder(gym.spaces.Box(-1, 1, (3,)), resolve_default_model_config({"fcnet_hiddens": [8]})).net
+    assert not any(isinstance(m, nn.LayerNorm) for m in plain)
 
 
 def test_empty_mlp_is_identity():

@@ -14,7 +14,8 @@ from scripts.parity_cases import CASES
 pytestmark = pytest.mark.slow
 
 #: Every parity case; seeds as in scripts/parity.py's default run.
-CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum", "simple-spread"]
+CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum", "simple-spread", "dqn-cartpole",
+            "sac-pendulum"]
 SEEDS = (0, 1, 2)
 
 

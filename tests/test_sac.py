@@ -37,7 +37,7 @@ def small_config(**training) -> SACConfig:
     return (SACConfig().environment("Pendulum-v1")
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[16]))
             .training(num_steps_sampled_before_learning_starts=64, train_batch_size_per_learner=32, **training)
-            .reporting(min_sample_timesteps_per_iteration=64).debugging(seed=0))
+            .reporting(min_sample_timesteps_per_iteration=64, min_time_s_per_iteration=None).debugging(seed=0))
 
 
 def test_rllib_defaults_and_required_apis():
@@ -46,6 +46,7 @@ def test_rllib_defaults_and_required_apis():
     assert cfg.twin_q and cfg.target_entropy == "auto" and cfg.train_batch_size_per_learner == 256
     assert cfg.target_network_update_freq == 0 and cfg.num_steps_sampled_before_learning_starts == 1500
     assert cfg.lr is None  # RLlib's SAC: the three optimizers have their own rates
+    assert cfg.min_time_s_per_iteration == 1 and cfg.min_sample_timesteps_per_iteration == 100
 
 
 def test_grouped_updates_sync_targets_as_rllibs_training_steps_would():
@@ -62,6 +63,19 @@ def test_grouped_updates_sync_targets_as_rllibs_training_steps_would():
         num_updates = trained // 256
         assert num_updates == (500 - 255) // 5  # training steps at 260, 265, ..., 500
         assert algo.learner.num_target_updates["default_policy"] == num_updates
+    finally:
+        algo.stop()
+
+
+def test_an_iteration_lasts_min_time_s_per_iteration():
+    """RLlib's SAC default: at least one second per iteration, however fast the steps are."""
+    import time
+
+    algo = small_config().reporting(min_time_s_per_iteration=1.0).build()
+    try:
+        start = time.perf_counter()
+        result = algo.train()
+        assert time.perf_counter() - start >= 1.0 and result["time_this_iter_s"] >= 1.0
     finally:
         algo.stop()
 
@@ -157,6 +171,56 @@ def test_isac_trains_one_module_per_agent_on_continuous_simple_spread():
 def test_discrete_actions_are_refused_with_the_space_named():
     with pytest.raises(TypeError, match="needs a Box action space.*Discrete"):
         SACConfig().environment("CartPole-v1").build()
+
+
+def test_critic_is_rllibs_multi_stream_q_network_layer_for_layer():
+    """RLlib 2.60's SAC critic for its tuned Pendulum config: action stream 1->256->256, observation
+    stream 3->256->256, dense fusion 512->256, 768->256, output 768->256, head 256->1."""
+    from marl.models.q_networks import MultiStreamQNetwork
+
+    model = DefaultModelConfig(fcnet_hiddens=[256, 256], fcnet_activation="relu", head_fcnet_hiddens=[])
+    algo = SACConfig().environment("Pendulum-v1").rl_module(model_config=model).build()
+    try:
+        module = algo.get_module()
+        qf = module.qf
+        assert isinstance(qf, MultiStreamQNetwork)
+        shapes = {k: tuple(v.shape) for k, v in qf.state_dict().items() if k.endswith("weight")}
+        assert shapes == {"obs_encoder.0.weight": (256, 3), "obs_encoder.2.weight": (256, 256),
+                          "action_encoder.0.weight": (256, 1), "action_encoder.2.weight": (256, 256),
+                          "fusion_layers.0.weight": (256, 512), "fusion_layers.1.weight": (256, 768),
+                          "output_layer.weight": (256, 768), "head.0.weight": (1, 256)}
+        # The forward pass by hand: streams (actions first), dense fusion with tanh, output, head.
+        obs, act = torch.randn(5, 3), torch.rand(5, 1) * 2 - 1
+        relu, tanh = torch.relu, torch.tanh
+        e = torch.cat([relu(qf.action_encoder[2](relu(qf.action_encoder[0](act)))),
+                       relu(qf.obs_encoder[2](relu(qf.obs_encoder[0](obs))))], dim=-1)
+        h = tanh(qf.fusion_layers[0](e))
+        h = tanh(qf.fusion_layers[1](torch.cat([h, e], dim=-1)))
+        expected = qf.head(tanh(qf.output_layer(torch.cat([h, e], dim=-1)))).squeeze(-1)
+        torch.testing.assert_close(module.compute_q_values({"obs": obs, "actions": act})["qf_preds"], expected)
+        # The actor: encoder then head, log-std clamped to RLlib's [-5, 2].
+        assert [tuple(m.weight.shape) for m in module.pi if isinstance(m, torch.nn.Linear)] == [
+            (256, 3), (256, 256), (2, 256)]
+        with torch.no_grad():
+            module.pi[-1].bias.copy_(torch.tensor([0.0, -50.0]))
+            module.pi[-1].weight.zero_()
+            assert float(module.action_dist_inputs(obs)[0, 1]) == -5.0
+    finally:
+        algo.stop()
+
+
+def test_head_initializers_apply_to_the_actor_and_critic_outputs():
+    """RLlib's SAC ignores head_fcnet_kernel_initializer; marl applies it (orthogonal, gain 0.01: tiny)."""
+    model = DefaultModelConfig(fcnet_hiddens=[64], head_fcnet_kernel_initializer="orthogonal_",
+                               head_fcnet_kernel_initializer_kwargs={"gain": 0.01})
+    algo = SACConfig().environment("Pendulum-v1").rl_module(model_config=model).build()
+    try:
+        module = algo.get_module()
+        for layer in (module.pi[-1], module.qf.head[-1], module.qf_twin.head[-1]):
+            assert float(layer.weight.abs().max()) < 0.01
+        assert float(module.pi[0].weight.abs().max()) > 0.1  # the encoder keeps torch's default
+    finally:
+        algo.stop()
 
 
 def test_bad_sac_settings_are_named():

@@ -137,6 +137,9 @@ class DQNConfig(AlgorithmConfig):
     def __init__(self, algo_class: Optional[type] = None) -> None:
         super().__init__(algo_class=algo_class or DQN)
         self.min_sample_timesteps_per_iteration = 1000
+        # RLlib's other two iteration bounds (Algorithm.train repeats training steps until all hold).
+        self.min_time_s_per_iteration: Optional[float] = None
+        self.min_train_timesteps_per_iteration = 0
         for key, value in RLLIB_DQN_TRAINING_DEFAULTS.items():
             setattr(self, key, dict(value) if isinstance(value, dict) else value)
 
@@ -166,6 +169,8 @@ class DQNConfig(AlgorithmConfig):
         check_n_step(self.n_step)
         check_int("burn_in_len", self.burn_in_len, 0)
         check_int("min_sample_timesteps_per_iteration", self.min_sample_timesteps_per_iteration, 0)
+        check_int("min_train_timesteps_per_iteration", self.min_train_timesteps_per_iteration, 0)
+        check_number("min_time_s_per_iteration", self.min_time_s_per_iteration, low=0.0, none="no time bound")
         check_number("tau", self.tau, low=0.0, high=1.0, low_open=True)
         check_number("training_intensity", self.training_intensity, low=0.0, low_open=True,
                      none="the natural ratio: one update per sampled train batch")
@@ -183,9 +188,12 @@ class DQNConfig(AlgorithmConfig):
             raise ConfigError(f"replay_buffer_config: {err}") from None
 
     def reporting(self, **kwargs: Any) -> "DQNConfig":
-        """metrics_num_episodes_for_smoothing, min_sample_timesteps_per_iteration (DQN: 1000)."""
-        return self._set("reporting", {"metrics_num_episodes_for_smoothing",
-                                       "min_sample_timesteps_per_iteration"}, kwargs)
+        """metrics_num_episodes_for_smoothing, and RLlib's iteration bounds: an iteration repeats
+        training steps until ``min_sample_timesteps_per_iteration`` env steps were sampled (DQN:
+        1000, SAC: 100), ``min_train_timesteps_per_iteration`` replayed rows were trained on (0) and
+        ``min_time_s_per_iteration`` seconds passed (DQN: None, SAC: 1), all three."""
+        return self._set("reporting", {"metrics_num_episodes_for_smoothing", "min_sample_timesteps_per_iteration",
+                                       "min_time_s_per_iteration", "min_train_timesteps_per_iteration"}, kwargs)
 
 
 class DQN(Algorithm):
@@ -306,6 +314,14 @@ class DQN(Algorithm):
                 rows = ranged_segment_transitions(batch, self.config.n_step, self.config.gamma)
             self._buffer_for(module_id).add(rows)
 
+    def _iteration_done(self, start: float, sampled: int, trained_before: int) -> bool:
+        """RLlib's rule: every given bound (env steps sampled, rows trained, seconds) is met."""
+        cfg = self.config
+        trained = self._counters["num_env_steps_trained_lifetime"] - trained_before
+        return (sampled >= cfg.min_sample_timesteps_per_iteration
+                and trained >= cfg.min_train_timesteps_per_iteration
+                and (not cfg.min_time_s_per_iteration or time.perf_counter() - start >= cfg.min_time_s_per_iteration))
+
     def _update_timestep(self, timestep: Optional[int]) -> int:
         return self._counters["num_env_steps_sampled_lifetime"] if timestep is None else int(timestep)
 
@@ -358,6 +374,7 @@ class DQN(Algorithm):
         rounds = sampling_rounds(cfg)
         per_round = rounds.steps_per_env * cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
         sampled, sample_time, learn_time = 0, 0.0, 0.0
+        trained_before = self._counters["num_env_steps_trained_lifetime"]
         totals: Dict[str, Any] = {"num_env_steps_sampled": 0, "num_agent_steps_sampled": 0, "num_episodes": 0,
                                   "num_module_steps_sampled": {}}
         entries: List[Dict[str, Any]] = []
@@ -386,7 +403,7 @@ class DQN(Algorithm):
                     for _ in range(rounds.updates_per_step):
                         learner_results = self._update_once(timestep) or learner_results
             learn_time += time.perf_counter() - t0
-            if sampled >= cfg.min_sample_timesteps_per_iteration:
+            if self._iteration_done(start, sampled, trained_before):
                 break
         self.env_runner_group.sync_weights(self.learner_group.get_weights())
         runner_metrics = {**{k: v for k, v in last_metrics.items() if not k.startswith("episode_")

@@ -6,7 +6,8 @@
 the three optimizers below have their own), ``actor_lr`` 3e-5, ``critic_lr``
 3e-4, ``alpha_lr`` 3e-4, ``train_batch_size_per_learner`` 256, ``n_step`` 1,
 ``num_steps_sampled_before_learning_starts`` 1500, prioritized replay of
-capacity 1e6, ``min_sample_timesteps_per_iteration`` 100, ``grad_clip``
+capacity 1e6, ``min_sample_timesteps_per_iteration`` 100, ``min_time_s_per_iteration`` 1
+(an iteration lasts at least a second, as in RLlib), ``grad_clip``
 None. Sampling rounds, replay, ``training_intensity`` and target updates are
 DQN's (``marl.algorithms.dqn``); DQN's exploration keys (``epsilon``,
 ``dueling``, ``double_q``) do not apply: SAC explores by sampling its policy.
@@ -40,6 +41,7 @@ class SACConfig(DQNConfig):
     def __init__(self, algo_class: Optional[type] = None) -> None:
         super().__init__(algo_class=algo_class or SAC)
         self.min_sample_timesteps_per_iteration = 100
+        self.min_time_s_per_iteration = 1
         for key, value in RLLIB_SAC_DEFAULTS.items():
             setattr(self, key, dict(value) if isinstance(value, dict) else value)
 

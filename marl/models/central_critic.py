@@ -18,7 +18,7 @@ from marl.core.apis import ValueFunctionAPI
 from marl.core.columns import AGENT_INDEX, GLOBAL_OBS, Columns
 from marl.core.torch_rl_module import TorchRLModule
 from marl.models.default_model_config import resolve_default_model_config
-from marl.models.mlp import build_mlp
+from marl.models.mlp import mlp_from_config
 
 #: Module id of the critic every policy shares (``share_critic=True``).
 CENTRAL_CRITIC_ID = "central_critic"
@@ -56,10 +56,7 @@ class CentralCriticTorchRLModule(TorchRLModule, ValueFunctionAPI):
         cfg = self.model_config
         self.global_dim = int(space[GLOBAL_OBS].shape[0])
         self.num_agents = int(space[AGENT_INDEX].n)
-        self.net = build_mlp(
-            self.global_dim + self.num_agents, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
-            cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
-            cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"], output_dim=1)
+        self.net = mlp_from_config(self.global_dim + self.num_agents, cfg, "fcnet", output_dim=1)
 
     def critic_input(self, batch: Dict[str, Any]) -> torch.Tensor:
         global_obs = torch.as_tensor(batch[GLOBAL_OBS], dtype=torch.float32)

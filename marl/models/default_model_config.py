@@ -57,6 +57,8 @@ class DefaultModelConfig:
     fcnet_kernel_initializer_kwargs: Optional[dict] = None
     fcnet_bias_initializer: Initializer = None
     fcnet_bias_initializer_kwargs: Optional[dict] = None
+    #: A LayerNorm (eps 1e-3) after each encoder layer, before its activation.
+    fcnet_use_layernorm: bool = False
 
     # --- CNN encoder (3-D, HxWxC observations) ---
     #: None: pick a default stack from the image size (see
@@ -76,6 +78,18 @@ class DefaultModelConfig:
     head_fcnet_kernel_initializer_kwargs: Optional[dict] = None
     head_fcnet_bias_initializer: Initializer = None
     head_fcnet_bias_initializer_kwargs: Optional[dict] = None
+    #: A LayerNorm (eps 1e-3) after each hidden head layer, before its activation.
+    head_fcnet_use_layernorm: bool = False
+
+    # --- Fusion of several input streams (SAC's Q networks on observation and action) ---
+    #: Densely connected layers after the streams' embeddings are concatenated:
+    #: layer i reads the previous layer's output and the concatenated embeddings.
+    fusionnet_hiddens: List[int] = field(default_factory=lambda: [256, 256])
+    fusionnet_activation: str = "tanh"
+    fusionnet_kernel_initializer: Initializer = None
+    fusionnet_kernel_initializer_kwargs: Optional[dict] = None
+    fusionnet_bias_initializer: Initializer = None
+    fusionnet_bias_initializer_kwargs: Optional[dict] = None
 
     # --- Continuous actions ---
     #: Box actions: learn a state-independent log_std parameter instead of

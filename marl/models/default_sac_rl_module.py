@@ -1,10 +1,13 @@
 """The default SAC module: a squashed-Gaussian actor, twin Q critics, their targets, log-alpha.
 
-- Actor: MLP (``fcnet_*``) -> mean and log-std per action dimension (log-std
-  clamped to [-20, 2]), read as ``TorchSquashedGaussian`` on [-1, 1]; the env
-  runners rescale [-1, 1] to the env's Box bounds (``normalize_actions``).
-- Critics: ``Q(s, a)`` MLPs on the observation and action side by side, a
-  twin (``twin_q``) and target copies of both, built in ``setup()``.
+- Actor, as RLlib builds it: the ``fcnet_*`` encoder, then a ``head_fcnet_*``
+  head -> mean and log-std per action dimension (log-std clamped to [-5, 2],
+  RLlib's bounds for SAC), read as ``TorchSquashedGaussian`` on [-1, 1]; the
+  env runners rescale [-1, 1] to the env's Box bounds (``normalize_actions``).
+- Critics: ``Q(s, a)`` as RLlib 2.60's default SAC critic
+  (``marl.models.q_networks.MultiStreamQNetwork``: observation and action
+  streams, a ``fusionnet_*`` fusion net, a head), a twin (``twin_q``) and
+  target copies of both, built in ``setup()``.
 - ``log_alpha``: the entropy coefficient's log, a parameter of the module so
   that checkpoints and weight syncs carry it.
 
@@ -30,18 +33,14 @@ from marl.core.columns import Columns
 from marl.core.torch_rl_module import TorchRLModule
 from marl.distributions import TorchSquashedGaussian
 from marl.models.default_model_config import model_config_dict, resolve_default_model_config
-from marl.models.mlp import build_mlp
+from marl.models.mlp import mlp_from_config
+from marl.models.q_networks import MultiStreamQNetwork
 
 QF_PREDS = "qf_preds"
 QF_TWIN_PREDS = "qf_twin_preds"
 SAC_MODEL_KEYS = ("twin_q", "initial_alpha", "own_critics")
-LOG_STD_BOUNDS = (-20.0, 2.0)
-
-
-def build_critic(obs_dim: int, act_dim: int, cfg: Mapping[str, Any]) -> nn.Sequential:
-    return build_mlp(obs_dim + act_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
-                     cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
-                     cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"], output_dim=1)
+#: RLlib's MIN_LOG_NN_OUTPUT / MAX_LOG_NN_OUTPUT, which its squashed Gaussian clamps to.
+LOG_STD_BOUNDS = (-5.0, 2.0)
 
 
 class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyAPI):
@@ -58,18 +57,14 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
             raise TypeError(f"{type(self).__name__} needs a Box action space (continuous actions); got "
                             f"{self.action_space}")
         self.obs_dim = self._input_dim(cfg)
-        cfg = self._network_config(cfg)
         self.act_dim = int(np.prod(self.action_space.shape))
-        self.pi = build_mlp(self.obs_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
-                            cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
-                            cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"],
-                            output_dim=2 * self.act_dim)
+        self.pi = self._build_actor(cfg)
         if self.inference_only:
             return
         self.log_alpha = nn.Parameter(torch.tensor(math.log(float(given.get("initial_alpha", 1.0)))))
         self.own_critics = bool(given.get("own_critics", True))
-        self.qf = build_critic(self.obs_dim, self.act_dim, cfg) if self.own_critics else None
-        self.qf_twin = build_critic(self.obs_dim, self.act_dim, cfg) if self.twin_q and self.own_critics else None
+        self.qf = self._build_critic(cfg) if self.own_critics else None
+        self.qf_twin = self._build_critic(cfg) if self.twin_q and self.own_critics else None
         self.make_target_networks()
 
     def _input_dim(self, cfg: Mapping[str, Any]) -> int:
@@ -78,9 +73,15 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
             raise TypeError(f"{type(self).__name__} needs a 1-D Box observation space; got {self.observation_space}")
         return int(self.observation_space.shape[0])
 
-    def _network_config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """The config the actor and critic MLPs are built from (``fcnet_*``)."""
-        return cfg
+    def _build_actor(self, cfg: Mapping[str, Any]) -> nn.Sequential:
+        """Encoder (``fcnet_*``) and head (``head_fcnet_*``) as one Sequential of their layers."""
+        encoder = mlp_from_config(self.obs_dim, cfg, "fcnet")
+        head = mlp_from_config(encoder.output_dim, cfg, "head_fcnet", output_dim=2 * self.act_dim)
+        return nn.Sequential(*encoder, *head)
+
+    def _build_critic(self, cfg: Mapping[str, Any]) -> nn.Module:
+        """One ``Q(obs, action)`` network: RLlib's multi-stream critic."""
+        return MultiStreamQNetwork(self.obs_dim, self.act_dim, cfg)
 
     # --- distributions ---
     def get_exploration_action_dist_cls(self) -> type:
@@ -129,11 +130,11 @@ class DefaultSACTorchRLModule(TorchRLModule, QNetAPI, TargetNetworkAPI, Inferenc
         return self._q(batch, self.qf, self.qf_twin)
 
     def _q(self, batch: Dict[str, Any], qf: nn.Module, twin: Any) -> Dict[str, Any]:
-        x = torch.cat([torch.as_tensor(batch[Columns.OBS]).float(),
-                       torch.as_tensor(batch[Columns.ACTIONS]).float().reshape(-1, self.act_dim)], dim=-1)
-        out = {QF_PREDS: qf(x).squeeze(-1)}
+        obs = torch.as_tensor(batch[Columns.OBS]).float()
+        actions = torch.as_tensor(batch[Columns.ACTIONS]).float().reshape(-1, self.act_dim)
+        out = {QF_PREDS: qf(obs, actions)}
         if twin is not None:
-            out[QF_TWIN_PREDS] = twin(x).squeeze(-1)
+            out[QF_TWIN_PREDS] = twin(obs, actions)
         return out
 
     # --- forward passes ---

@@ -16,7 +16,7 @@ from torch import nn
 from marl.core.columns import Columns
 from marl.models.cnn import build_cnn
 from marl.models.lstm import LSTMCore, State
-from marl.models.mlp import build_mlp
+from marl.models.mlp import mlp_from_config
 from marl.models.prev_action_reward import (
     encode_prev_actions,
     encode_prev_rewards,
@@ -42,11 +42,7 @@ class ObservationEncoder(nn.Module):
                 cfg["conv_bias_initializer"], cfg["conv_bias_initializer_kwargs"],
             )
         else:
-            self.net = build_mlp(
-                int(np.prod(self.obs_shape)), cfg["fcnet_hiddens"], cfg["fcnet_activation"],
-                cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
-                cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"],
-            )
+            self.net = mlp_from_config(int(np.prod(self.obs_shape)), cfg, "fcnet")
         self.output_dim: int = int(self.net.output_dim)
         # Non-persistent: follows .to()/.double() and stays out of state dicts.
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)

@@ -22,7 +22,7 @@ from marl.core.columns import AGENT_INDEX, GLOBAL_OBS
 from marl.core.torch_rl_module import TorchRLModule
 from marl.models.default_model_config import model_config_dict, resolve_default_model_config
 from marl.models.default_sac_rl_module import QF_PREDS, QF_TWIN_PREDS
-from marl.models.mlp import build_mlp
+from marl.models.mlp import mlp_from_config
 
 MASAC_CRITIC_ID = "masac_critic"
 JOINT_ACTION = "joint_action"
@@ -51,9 +51,7 @@ class MASACCriticTorchRLModule(TorchRLModule, TargetNetworkAPI):
         in_dim = self.global_dim + self.joint_action_dim + self.num_agents
 
         def critic() -> nn.Sequential:
-            return build_mlp(in_dim, cfg["fcnet_hiddens"], cfg["fcnet_activation"],
-                             cfg["fcnet_kernel_initializer"], cfg["fcnet_kernel_initializer_kwargs"],
-                             cfg["fcnet_bias_initializer"], cfg["fcnet_bias_initializer_kwargs"], output_dim=1)
+            return mlp_from_config(in_dim, cfg, "fcnet", output_dim=1)
 
         self.qf, self.qf_twin = critic(), critic()
         self.make_target_networks()

@@ -32,11 +32,13 @@ def build_mlp(
     bias_initializer_kwargs: Optional[Mapping[str, Any]] = None,
     output_dim: Optional[int] = None,
     output_activation: ActivationSpec = None,
+    layernorm: bool = False,
 ) -> nn.Sequential:
     """Build `Linear -> activation` for each hidden size, then an optional output layer.
 
     Every hidden layer is followed by `activation` (RLlib's encoders also
-    activate their last hidden layer). With `output_dim` set a final Linear
+    activate their last hidden layer); with `layernorm` a `LayerNorm`
+    (eps 1e-3, as RLlib's `*_use_layernorm`) sits between them. With `output_dim` set a final Linear
     of that width follows, activated by `output_activation` (None: linear),
     which is how heads end in raw logits. The initializers apply to every
     Linear, the output layer included. The returned Sequential carries
@@ -50,7 +52,7 @@ def build_mlp(
         linear = nn.Linear(width, size)
         init_layer(linear, kernel_initializer, kernel_initializer_kwargs,
                    bias_initializer, bias_initializer_kwargs)
-        layers += [linear, get_activation(activation)]
+        layers += [linear] + ([nn.LayerNorm(size, eps=1e-3)] if layernorm else []) + [get_activation(activation)]
         width = size
     if output_dim is not None:
         linear = nn.Linear(width, int(output_dim))
@@ -63,3 +65,18 @@ def build_mlp(
     mlp = nn.Sequential(*layers)
     mlp.output_dim = width
     return mlp
+
+
+def mlp_from_config(in_dim: int, cfg: Mapping[str, Any], prefix: str = "fcnet",
+                    output_dim: Optional[int] = None) -> nn.Sequential:
+    """`build_mlp` from a resolved model config's `{prefix}_*` keys (`fcnet`, `head_fcnet`).
+
+    One place that reads hiddens, activation, initializers and layernorm, so
+    every default network honours all of them.
+    """
+    return build_mlp(
+        in_dim, cfg[f"{prefix}_hiddens"], cfg[f"{prefix}_activation"],
+        cfg[f"{prefix}_kernel_initializer"], cfg[f"{prefix}_kernel_initializer_kwargs"],
+        cfg[f"{prefix}_bias_initializer"], cfg[f"{prefix}_bias_initializer_kwargs"],
+        output_dim=output_dim, layernorm=bool(cfg.get(f"{prefix}_use_layernorm", False)),
+    )

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from marl.distributions import get_default_dist_cls
-from marl.models.mlp import build_mlp
+from marl.models.mlp import mlp_from_config
 
 SUPPORTED_ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)
 
@@ -24,12 +24,7 @@ def check_action_space(space: gym.Space) -> None:
 
 def build_head(in_dim: int, output_dim: int, cfg: Mapping[str, Any]) -> nn.Sequential:
     """An MLP head (`head_fcnet_*`) ending in a linear layer of `output_dim`."""
-    return build_mlp(
-        in_dim, cfg["head_fcnet_hiddens"], cfg["head_fcnet_activation"],
-        cfg["head_fcnet_kernel_initializer"], cfg["head_fcnet_kernel_initializer_kwargs"],
-        cfg["head_fcnet_bias_initializer"], cfg["head_fcnet_bias_initializer_kwargs"],
-        output_dim=output_dim,
-    )
+    return mlp_from_config(in_dim, cfg, "head_fcnet", output_dim=output_dim)
 
 
 class PolicyHead(nn.Module):

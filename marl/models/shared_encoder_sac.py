@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
+from torch import nn
+
 from marl.core.columns import Columns
 from marl.models.action_masking import split_observation_space
 from marl.models.default_sac_rl_module import DefaultSACTorchRLModule
 from marl.models.encoders import ObservationEncoder
+from marl.models.mlp import mlp_from_config
+from marl.models.q_networks import ConcatQNetwork
 from marl.models.shared_encoder import shared_embeddings
 
 
@@ -26,12 +30,11 @@ class SharedEncoderSACHead(DefaultSACTorchRLModule):
         encoded, _ = split_observation_space(self.observation_space)
         return int(ObservationEncoder(encoded, cfg).output_dim)
 
-    def _network_config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        out = dict(cfg)
-        for key in ("hiddens", "activation", "kernel_initializer", "kernel_initializer_kwargs", "bias_initializer",
-                    "bias_initializer_kwargs"):
-            out[f"fcnet_{key}"] = cfg[f"head_fcnet_{key}"]
-        return out
+    def _build_actor(self, cfg: Mapping[str, Any]) -> nn.Sequential:
+        return mlp_from_config(self.obs_dim, cfg, "head_fcnet", output_dim=2 * self.act_dim)
+
+    def _build_critic(self, cfg: Mapping[str, Any]) -> nn.Module:
+        return ConcatQNetwork(self.obs_dim + self.act_dim, cfg, "head_fcnet")
 
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.action_dist_inputs(shared_embeddings(batch, self))}
