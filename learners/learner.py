@@ -383,8 +383,11 @@ class TorchLearner(Learner):
             self._average_gradients(losses, loss_is_finite)
         norms = {}
         for name, opt in self.optimizers.items():
-            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            norms[name] = self._clip_gradients(params)
+            # Each parameter group is clipped on its own, as RLlib clips each of its optimizers
+            # (SAC's actor, critics and alpha are groups of one optimizer here).
+            group_norms = [self._clip_gradients([p for p in g["params"] if p.grad is not None])
+                           for g in opt.param_groups]
+            norms[name] = group_norms[0] if len(group_norms) == 1 else math.sqrt(sum(n * n for n in group_norms))
         if not all(math.isfinite(n) for n in norms.values()):
             self._check_gradients_finite(losses, "")
         for name, opt in self.optimizers.items():

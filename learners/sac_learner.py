@@ -10,9 +10,11 @@
 - entropy: ``-mean(log_alpha (logp(a~|s) + target_entropy))``, the target
   ``-dim(A)`` for ``target_entropy="auto"``.
 
-RLlib steps three optimizers (``actor_lr`` 3e-5, ``critic_lr`` 3e-4,
-``alpha_lr`` 3e-4); here one Adam per module with those three parameter
-groups, each loss reaching only its own group, so the steps are the same.
+RLlib steps four optimizers (actor at ``actor_lr`` 3e-5, each critic at
+``critic_lr`` 3e-4, alpha at ``alpha_lr`` 3e-4, all Adam with eps 1e-7); here
+one Adam per module with those four parameter groups, each loss reaching only
+its own, so the steps are the same, and ``grad_clip`` clips each group on its
+own as RLlib clips each optimizer.
 """
 from __future__ import annotations
 
@@ -90,13 +92,12 @@ class SACTorchLearner(DQNTorchLearner):
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any) -> None:
         module = self.module[module_id]
-        critics = [p for name, p in module.named_parameters()
-                   if p.requires_grad and name.split(".")[0] in ("qf", "qf_twin")]
-        groups = [
-            {"params": list(module.pi.parameters()), "lr": config.actor_lr, "name": "actor"},
-            {"params": critics, "lr": config.critic_lr, "name": "critic"},
-            {"params": [module.log_alpha], "lr": config.alpha_lr, "name": "alpha"},
-        ]
+        groups = [{"params": list(module.pi.parameters()), "lr": config.actor_lr, "name": "actor"}]
+        for critic, name in ((module.qf, "critic"), (module.qf_twin, "critic_twin")):
+            if critic is not None:  # RLlib steps (and clips) each critic with its own optimizer
+                groups.append({"params": [p for p in critic.parameters() if p.requires_grad],
+                               "lr": config.critic_lr, "name": name})
+        groups.append({"params": [module.log_alpha], "lr": config.alpha_lr, "name": "alpha"})
         self.register_optimizer(module_id, "default_optimizer", _adam(groups))
 
     def compute_loss_for_module(self, module_id: ModuleID, config: Any, batch: Dict[str, Any],

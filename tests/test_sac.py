@@ -80,6 +80,21 @@ def test_an_iteration_lasts_min_time_s_per_iteration():
         algo.stop()
 
 
+def test_grad_clip_clips_actor_each_critic_and_alpha_on_their_own():
+    """RLlib clips each of SAC's four optimizers separately; here they are four parameter groups."""
+    algo = small_config(grad_clip=1e-3).build()
+    try:
+        algo.train()
+        optimizer = algo.learner.optimizers["default_policy/default_optimizer"]
+        norms = {g["name"]: float(torch.nn.utils.get_total_norm([q.grad for q in g["params"] if q.grad is not None]))
+                 for g in optimizer.param_groups}
+        assert set(norms) == {"actor", "critic", "critic_twin", "alpha"}
+        for name, norm in norms.items():  # every group was clipped to the bound by itself
+            assert norm == pytest.approx(1e-3, rel=1e-4), (name, norms)
+    finally:
+        algo.stop()
+
+
 def test_target_critics_move_by_exactly_tau_each_update():
     algo = small_config(tau=0.1).build()
     try:
@@ -216,9 +231,10 @@ def test_head_initializers_apply_to_the_actor_and_critic_outputs():
     algo = SACConfig().environment("Pendulum-v1").rl_module(model_config=model).build()
     try:
         module = algo.get_module()
-        for layer in (module.pi[-1], module.qf.head[-1], module.qf_twin.head[-1]):
-            assert float(layer.weight.abs().max()) < 0.01
-        assert float(module.pi[0].weight.abs().max()) > 0.1  # the encoder keeps torch's default
+        with torch.no_grad():
+            for layer in (module.pi[-1], module.qf.head[-1], module.qf_twin.head[-1]):
+                assert float(layer.weight.abs().max()) < 0.01
+            assert float(module.pi[0].weight.abs().max()) > 0.1  # the encoder keeps torch's default
     finally:
         algo.stop()
 

@@ -13,8 +13,8 @@ steps) changes the ratio to several rounds per update or several updates
 per round, with RLlib's ``calculate_rr_weights``. With ``"auto"``, marl
 groups as many of these training steps into one round as fit in a train
 batch (and in an iteration): the same updates per sampled step as RLlib,
-with fewer, longer sampling calls, which keeps n-step windows and stored
-sequences whole (``sampling_rounds``). Targets are synced when
+with fewer, longer sampling calls, so that n-step windows and stored
+sequences are rarely cut by a call's end (``sampling_rounds``). Targets are synced when
 ``target_network_update_freq`` env steps passed since the last sync, with
 ``tau`` (1.0: a copy). Exploration is epsilon-greedy with RLlib's piecewise
 linear ``epsilon`` schedule over sampled env steps.
@@ -77,10 +77,12 @@ def check_n_step(n_step: Any, *, allow_range: bool = True) -> None:
 
 def rllib_fragment_length(config: "DQNConfig") -> int:
     """RLlib's DQN/SAC ``get_rollout_fragment_length``: ``"auto"`` is ``n_step`` (a range's high end)."""
+    from learners.transitions import n_step_range
+
     if config.rollout_fragment_length != "auto":
         return int(config.rollout_fragment_length)
-    n_step = config.n_step
-    return int(n_step[1]) if isinstance(n_step, (list, tuple)) else int(n_step)
+    bounds = n_step_range(config.n_step)
+    return bounds[1] if bounds else int(config.n_step)
 
 
 class SamplingRounds(NamedTuple):
@@ -173,7 +175,7 @@ class DQNConfig(AlgorithmConfig):
         check_number("min_time_s_per_iteration", self.min_time_s_per_iteration, low=0.0, none="no time bound")
         check_number("tau", self.tau, low=0.0, high=1.0, low_open=True)
         check_number("training_intensity", self.training_intensity, low=0.0, low_open=True,
-                     none="the natural ratio: one update per sampled train batch")
+                     none="RLlib's natural ratio: one update per training step of n_step env steps per env")
         for key in ("store_buffer_in_checkpoints", "dueling", "double_q"):
             check_bool(key, getattr(self, key))
         check_choice("td_error_loss_fn", self.td_error_loss_fn, ("huber", "mse"))
