@@ -19,11 +19,10 @@ its ``n`` is drawn anew, uniformly from ``low .. high - 1`` (numpy's
 ``integers(low, high)``, as RLlib's episode buffers draw it). Rows are
 therefore stored with one window per ``n`` (``ranged_segment_transitions``:
 the n-dependent columns get an axis of ``high - low`` choices) and
-``choose_n_step`` picks one per replayed row. ``replay_transitions`` then
-applies RLlib's rule for windows that would run past the stored steps: the
-draw is thrown away and another transition sampled, so an episode's last
-``n - 1`` steps never start an ``n``-step window (the rows are stored with a
-shortened window, ``k < n``, which is how they are recognised).
+``choose_n_step`` picks one per replayed row. The difference from RLlib:
+near a segment's end the window is shortened (``k = min(n, e - t)``) where
+RLlib skips the draw and samples another transition, which never replays an
+episode's last ``n - 1`` steps as starting points.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from typing import Any, Dict, Sequence, Tuple, Union
 import numpy as np
 
 from marl.core.columns import BOOTSTRAP_OBS, Columns
-from marl.core.nested import set_rows, take_rows, tree_map, tree_map2
+from marl.core.nested import take_rows, tree_map, tree_map2
 
 N_STEP = "n_step"
 #: The columns whose value depends on n: ranged rows hold one per choice of n.
@@ -97,54 +96,14 @@ def ranged_segment_transitions(batch: Dict[str, Any], n_step: NStep, gamma: floa
     return rows
 
 
-def choose_n_step(batch: Dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """Draw one ``n`` per replayed ranged row, uniformly, and keep only that window (in place).
-
-    Returns the index of each row's draw (``n = low + index``); the window's
-    ``k`` in ``batch[N_STEP]`` is smaller than ``n`` where fewer steps followed
-    in the stored segment."""
+def choose_n_step(batch: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    """Draw one ``n`` per replayed ranged row, uniformly, and keep only that window (in place)."""
     num, choices = np.shape(batch[N_STEP])[:2]
     pick = rng.integers(0, choices, num)
     rows = np.arange(num)
     for key in N_DEPENDENT_COLUMNS:
         batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
-    return pick
-
-
-#: How often a replayed row whose window is too short is drawn again before it is kept, shortened.
-MAX_REDRAWS = 100
-
-
-def replay_transitions(buffer: Any, num_rows: int, n_step: NStep) -> Dict[str, Any]:
-    """``num_rows`` transitions replayed from ``buffer`` under RLlib's n-step rule.
-
-    Each replayed transition gets its ``n`` (the int, or a fresh draw from the
-    range); where fewer than ``n`` steps followed it in its stored segment, the
-    draw is thrown away and another transition (and ``n``) drawn, as RLlib's
-    episode buffers do. A buffer holding only too-short windows (after
-    ``MAX_REDRAWS`` rounds) keeps the rest shortened rather than loop forever.
-    """
-    batch = buffer.sample(num_rows)
-    if n_step_range(n_step) is None and int(n_step) == 1:
-        return batch
-    wanted = _draw_n(batch, buffer.rng, n_step)
-    for _ in range(MAX_REDRAWS):
-        short = np.flatnonzero(np.asarray(batch[N_STEP]) < wanted)
-        if not len(short):
-            break
-        more = buffer.sample(len(short))
-        wanted[short] = _draw_n(more, buffer.rng, n_step)
-        for key, value in more.items():
-            set_rows(batch[key], short, value)
     return batch
-
-
-def _draw_n(batch: Dict[str, Any], rng: np.random.Generator, n_step: NStep) -> np.ndarray:
-    """Each row's ``n``: the int, or a draw from the range (``choose_n_step``)."""
-    bounds = n_step_range(n_step)
-    if bounds is None:
-        return np.full(len(batch[N_STEP]), int(n_step), np.int64)
-    return bounds[0] + choose_n_step(batch, rng)
 
 
 def _stack_choices(parts: Sequence[Any]) -> Any:

@@ -9,9 +9,7 @@ import torch
 from envs import MultiAgentCartPole
 from learners.dqn_learner import td_targets, update_target_network
 from learners.replay_buffer import INDICES, WEIGHTS, PrioritizedReplayBuffer, ReplayBuffer
-from learners.transitions import (
-    N_STEP, choose_n_step, ranged_segment_transitions, replay_transitions, segment_transitions,
-)
+from learners.transitions import N_STEP, choose_n_step, ranged_segment_transitions, segment_transitions
 from marl import Algorithm, DefaultDQNTorchRLModule, DefaultModelConfig, DQNConfig, QNetAPI, TargetNetworkAPI
 from marl.algorithms.algorithm_config import ConfigError
 from marl.algorithms.dqn import piecewise_linear, round_robin_weights, sampling_rounds
@@ -82,32 +80,14 @@ def test_ranged_n_step_rows_hold_every_window_and_replay_draws_one_uniformly():
     rng = np.random.default_rng(0)
     for _ in range(3000):
         replayed = {k: v[[0]] for k, v in rows.items()}
-        pick = choose_n_step(replayed, rng)
-        assert replayed[N_STEP].shape == (1,) and replayed[Columns.NEXT_OBS].shape == (1, 1)
-        n = {2: 2, 3: 3}[int(replayed[N_STEP][0])]
-        assert n == min(2 + int(pick[0]), 3)
-        np.testing.assert_allclose(replayed[Columns.REWARDS][0], sum(GAMMA ** j * (j + 1) for j in range(n)), rtol=1e-6)
+        chosen = choose_n_step(replayed, rng)
+        assert chosen[N_STEP].shape == (1,) and chosen[Columns.NEXT_OBS].shape == (1, 1)
+        n = {2: 2, 3: 3}[int(chosen[N_STEP][0])]
+        np.testing.assert_allclose(chosen[Columns.REWARDS][0], sum(GAMMA ** j * (j + 1) for j in range(n)), rtol=1e-6)
         draws.append(n)
     # n=3 and n=4 give the same (whole-segment) window, so P(k=2) = 1/3 and P(k=3) = 2/3.
     assert abs(draws.count(2) / 3000 - 1 / 3) < 0.03
     assert ranged_segment_transitions(batch, 3, GAMMA)[N_STEP].shape == (7,)  # an int stays plain
-
-
-def test_replay_redraws_windows_that_run_past_the_stored_steps_as_rllib_does():
-    """RLlib's rule: a transition with fewer than n steps after it in its episode is not replayed
-    at that n; another transition (and n) is drawn instead."""
-    batch = segments_batch()  # segments of 3, 2 and 2 steps: rows 2, 4, 6 are their last steps
-    buffer = ReplayBuffer(100, seed=0)
-    buffer.add(ranged_segment_transitions(batch, (2, 5), GAMMA))
-    replayed = replay_transitions(buffer, 2000, (2, 5))
-    starts = replayed[Columns.OBS][:, 0] / 10
-    assert not set(starts.tolist()) & {2, 4, 6}           # a last step has no 2-step window
-    assert set(replayed[N_STEP].tolist()) <= {2, 3}        # n=4 fits nowhere, n=3 only at row 0
-    assert (starts[replayed[N_STEP] == 3] == 0).all()
-    np.testing.assert_array_equal(buffer.columns[Columns.OBS][replayed[INDICES], 0], replayed[Columns.OBS][:, 0])
-    fixed = ReplayBuffer(100, seed=0)
-    fixed.add(segment_transitions(batch, 3, GAMMA))
-    assert (replay_transitions(fixed, 500, 3)[Columns.OBS][:, 0] == 0).all()  # only row 0 has 3 steps after it
 
 
 def test_nested_observations_with_action_masks_are_carried_to_next_obs():

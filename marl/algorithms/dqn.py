@@ -337,16 +337,18 @@ class DQN(Algorithm):
     def _update_once(self, timestep: Optional[int] = None) -> Dict[str, Any]:
         """One replayed update per module; ``timestep``: the sampled env steps it counts as (target syncs)."""
         from learners.replay_buffer import INDICES
-        from learners.transitions import replay_transitions
+        from learners.transitions import choose_n_step, n_step_range
 
         learner = self.learner
         trained = set(learner.module_ids_to_train)
-        batch = {mid: (buf.sample(self._batch_rows(mid)) if mid in self._seq_lens
-                       else replay_transitions(buf, self._batch_rows(mid), self.config.n_step))
-                 for mid, buf in self.replay_buffers.items() if mid in trained and len(buf)}
+        batch = {mid: buf.sample(self._batch_rows(mid)) for mid, buf in self.replay_buffers.items()
+                 if mid in trained and len(buf)}
         if not batch:
             return {}
         indices = {mid: b.pop(INDICES) for mid, b in batch.items()}
+        if n_step_range(self.config.n_step) is not None:
+            for mid, b in batch.items():
+                choose_n_step(b, self.replay_buffers[mid].rng)
         learner.build()
         learner.check_module_apis()
         # Recurrent modules' rows are sequences: the minibatch size counts their time steps.
