@@ -203,12 +203,14 @@ def test_recurrent_dqn_learns_cartpole_450_within_100k_steps():
 
 
 # ------------------------------------------------------------ continuous control
-#: SAC settings of the continuous-control tests: [64, 64] relu actor and critics,
+#: SAC settings of the continuous-control tests: [64, 64] relu actor and critic streams, a [64, 64]
+#: fusion net (RLlib's default [256, 256] fusion on these small streams: smoothed -75.1 at 100k on the
+#: ISAC test, which needs -69.8; [64, 64]: the target within 17 s),
 #: one update of 256 per two sampled steps (training_intensity 128), critic and
 #: alpha learning rates 1e-3 and the actor's 3e-4 (RLlib's defaults: 3e-4 / 3e-5).
 SAC_SETTINGS = {"training_intensity": 128, "num_steps_sampled_before_learning_starts": 1000,
                 "actor_lr": 3e-4, "critic_lr": 1e-3, "alpha_lr": 1e-3}
-SAC_MODEL = DefaultModelConfig(fcnet_hiddens=[64, 64], fcnet_activation="relu")
+SAC_MODEL = DefaultModelConfig(fcnet_hiddens=[64, 64], fcnet_activation="relu", fusionnet_hiddens=[64, 64])
 
 
 def test_sac_learns_pendulum_to_minus_250_within_20k_steps():

@@ -81,7 +81,10 @@ PRESETS: Dict[str, EnvPreset] = {
     DEFAULT_ENV: EnvPreset(
         env_config={"N": 3, "max_cycles": 25, "continuous_actions": False},
         algo_env_config={"sac": {"continuous_actions": True}, "masac": {"continuous_actions": True}},
-        model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh", "head_fcnet_hiddens": []},
+        # fusionnet_hiddens: SAC's critic fusion sized like its streams (RLlib's [256, 256] default
+        # on small streams learned too slowly in the ISAC learning test); other algorithms ignore it.
+        model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh", "head_fcnet_hiddens": [],
+                      "fusionnet_hiddens": [128, 128]},
         hyperparameters={
             "ppo": dict(SIMPLE_SPREAD_PPO),
             "mappo": dict(SIMPLE_SPREAD_PPO),
