@@ -30,7 +30,7 @@ import torch
 
 from marl.algorithms.algorithm import Algorithm
 from marl.algorithms.algorithm_config import (
-    AlgorithmConfig, ConfigError, _bad_value, check_bool, check_choice, check_int, check_number,
+    AlgorithmConfig, ConfigError, _bad_value, _is_int, check_bool, check_choice, check_int, check_number,
 )
 from marl.core.columns import Columns
 from marl.core.nested import take_rows
@@ -66,8 +66,7 @@ def piecewise_linear(schedule: Any, t: float) -> float:
 def check_n_step(n_step: Any, *, allow_range: bool = True) -> None:
     """An int >= 1, or (where ``allow_range``) RLlib's range ``(low, high)``: n drawn from low .. high - 1."""
     if isinstance(n_step, (list, tuple)) and allow_range:
-        if not (len(n_step) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                         for v in n_step) and 1 <= n_step[0] < n_step[1]):
+        if not (len(n_step) == 2 and all(_is_int(v) for v in n_step) and 1 <= n_step[0] < n_step[1]):
             raise _bad_value("n_step", n_step, "an int >= 1 or a range (low, high) with 1 <= low < high",
                              "each replayed transition draws its n from low .. high - 1, as in RLlib")
         return
