@@ -5,7 +5,8 @@
 - `SingleAgentParallelEnv` (gymnasium, `envs.gym_adapter`) and `TurnBasedParallelEnv`
   (PettingZoo AEC, `envs.turn_based`): adapters into the common interface;
   `to_parallel_env` picks the right one (`envs.to_parallel`).
-- `MultiAgentCartPole`: N independent CartPoles (`envs.multi_agent_cartpole`).
+- `MultiAgentCartPole`, `MultiAgentPendulum`: N independent CartPoles / Pendulums
+  (`envs.independent_copies`), as RLlib's ``make_multi_agent`` builds them.
 - `image_preset`, `pad_heterogeneous`, `pistonball_preset`: SuperSuit pipelines
   (`envs.supersuit_presets`).
 - `MultiAgentEnvRunner` (`envs.sampling`): steps envs in lockstep with one
@@ -13,7 +14,7 @@
   processes. (`envs.env_runner` / `envs.worker_pool` remain as import paths.)
 """
 from envs.gym_adapter import SingleAgentParallelEnv
-from envs.multi_agent_cartpole import MultiAgentCartPole
+from envs.independent_copies import MultiAgentCartPole, MultiAgentPendulum
 from envs.registry import (
     EnvCreator,
     UnknownEnvError,
@@ -36,6 +37,7 @@ __all__ = [
     "MultiAgentEnvRunner",
     "infer_module_spaces",
     "MultiAgentCartPole",
+    "MultiAgentPendulum",
     "SingleAgentParallelEnv",
     "TurnBasedParallelEnv",
     "UnknownEnvError",

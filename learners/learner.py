@@ -349,7 +349,7 @@ class TorchLearner(Learner):
             weights = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         return {
             "weights": weights,
-            "optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()},
+            "optimizers": {name: _optimizer_state_copy(opt) for name, opt in self.optimizers.items()},
             "learner": copy.deepcopy(self.get_learner_state()),
             "generator": self._generator.get_state(),
         }
@@ -575,3 +575,22 @@ class TorchLearner(Learner):
 
     def set_learner_state(self, state: Dict[str, Any]) -> None:
         pass
+
+
+def _optimizer_state_copy(optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """``optimizer.state_dict()`` with its tensors cloned: what ``load_state_dict`` puts back.
+
+    Off-policy algorithms take this copy before every update (the update's
+    rollback point), so it avoids ``copy.deepcopy`` and its memo walk: the
+    state dict's only mutable leaves are the per-parameter state tensors and
+    the group dicts, and both are copied here.
+    """
+    state = optimizer.state_dict()
+    with torch.no_grad():
+        per_param = {index: {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                             for k, v in entry.items()}
+                     for index, entry in state["state"].items()}
+        groups = [{k: v.clone() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, list) else v
+                   for k, v in group.items()} for group in state["param_groups"]]
+    return {"state": per_param, "param_groups": groups}
+

@@ -175,9 +175,13 @@ def make_replay_buffer(config: Dict[str, Any], seed: Optional[int]) -> ReplayBuf
     raise ValueError(f"replay_buffer_config type={kind!r}: expected one of {sorted(PRIORITIZED_TYPES | UNIFORM_TYPES)}")
 
 
-#: Accepted ``type`` names: marl's and RLlib's.
-PRIORITIZED_TYPES = {"prioritized", "PrioritizedReplayBuffer", "PrioritizedEpisodeReplayBuffer"}
-UNIFORM_TYPES = {"uniform", "ReplayBuffer", "EpisodeReplayBuffer"}
+#: Accepted ``type`` names: marl's and RLlib's. marl keeps one buffer per module, so RLlib's
+#: multi-agent buffers (one buffer, sampled per module, ``capacity`` env steps) are the same
+#: buffers here: each module holds up to ``capacity`` of its own steps, as many as an RLlib
+#: buffer of ``capacity`` env steps keeps of an agent that acts at every step.
+PRIORITIZED_TYPES = {"prioritized", "PrioritizedReplayBuffer", "PrioritizedEpisodeReplayBuffer",
+                     "MultiAgentPrioritizedEpisodeReplayBuffer"}
+UNIFORM_TYPES = {"uniform", "ReplayBuffer", "EpisodeReplayBuffer", "MultiAgentEpisodeReplayBuffer"}
 
 
 def _jsonable(value: Any) -> Any:

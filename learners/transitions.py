@@ -23,6 +23,12 @@ the n-dependent columns get an axis of ``high - low`` choices) and
 near a segment's end the window is shortened (``k = min(n, e - t)``) where
 RLlib skips the draw and samples another transition, which never replays an
 episode's last ``n - 1`` steps as starting points.
+
+DQN and SAC pass each call's segments through ``learners.nstep_carry.NStepCarry``
+first, which joins an agent-episode's steps across sampling calls, so their
+segments end only where episodes end (RLlib's episode buffers concatenate
+chunks the same way). VDN/QMIX/MASAC's joint rows (``joint_transitions``)
+still end a window with its sampling call.
 """
 from __future__ import annotations
 

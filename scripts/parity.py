@@ -36,6 +36,8 @@ from scripts.parity_cases import COMMON_ENV_RUNNERS, CASES, algo_of, reached  # 
 RESULT_PREFIX = "PARITY_RESULT "
 #: A case's ``algo`` -> the config class both libraries name the same way.
 CONFIG_CLASSES = {"ppo": "PPOConfig", "dqn": "DQNConfig", "sac": "SACConfig"}
+#: A case's multi-agent ``env`` -> the class both libraries name the same way (RLlib's examples, marl's ``envs``).
+MULTI_AGENT_ENVS = {"multi_agent_cartpole": "MultiAgentCartPole", "multi_agent_pendulum": "MultiAgentPendulum"}
 
 
 # --------------------------------------------------------------------- workers
@@ -68,10 +70,10 @@ def build_marl(case: Dict[str, Any], seed: int):
     from marl import DefaultModelConfig, MeanStdFilter
 
     env: Any = case["env"]
-    if env == "multi_agent_cartpole":
-        from envs import MultiAgentCartPole
+    if env in MULTI_AGENT_ENVS:
+        import envs
 
-        env = MultiAgentCartPole
+        env = getattr(envs, MULTI_AGENT_ENVS[env])
     connector = (lambda env: MeanStdFilter()) if case.get("mean_std_filter") else None
     config_cls = getattr(marl, CONFIG_CLASSES[algo_of(case)])
     return configure(config_cls(), DefaultModelConfig, case, seed, env, connector).build()
@@ -87,10 +89,10 @@ def build_rllib(case: Dict[str, Any], seed: int):
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              ignore_reinit_error=True)
     env: Any = case["env"]
-    if env == "multi_agent_cartpole":
-        from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
+    if env in MULTI_AGENT_ENVS:
+        from ray.rllib.examples.envs.classes import multi_agent
 
-        env = MultiAgentCartPole
+        env = getattr(multi_agent, MULTI_AGENT_ENVS[env])
     elif env == "mpe2.simple_spread_v3":
         from mpe2 import simple_spread_v3
         from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv

@@ -5,8 +5,8 @@ its own virtual environment and imports this file too. Each case is one of
 RLlib's tuned examples (configs unchanged) or this project's own config, with
 the threshold and env-step budget RLlib is held to.
 
-Keys: ``algo`` (``"ppo"``, the default, ``"dqn"`` or ``"sac"``), ``env`` (a gymnasium id, ``"multi_agent_cartpole"`` or
-``"mpe2.simple_spread_v3"``), ``env_config``, ``training`` (``.training()``
+Keys: ``algo`` (``"ppo"``, the default, ``"dqn"`` or ``"sac"``), ``env`` (a gymnasium id, ``"multi_agent_cartpole"``,
+``"multi_agent_pendulum"`` or ``"mpe2.simple_spread_v3"``), ``env_config``, ``training`` (``.training()``
 keys), ``model`` (``DefaultModelConfig`` fields), ``env_runners``, ``reporting``,
 ``policies`` and ``policy_of`` (a format string over ``agent_id``, for
 multi-agent cases), ``threshold`` and ``budget`` (env steps), and
@@ -112,6 +112,45 @@ CASES: Dict[str, Dict[str, Any]] = {
         "reporting": {"metrics_num_episodes_for_smoothing": 5},
         "threshold": -250.0,
         "budget": 20_000,
+    },
+    # RLlib's tuned multi_agent_cartpole_dqn.py (two agents, p0/p1), config unchanged;
+    # the stop is RLlib's: the summed return of both agents >= 150 per agent.
+    "dqn-ma-cartpole": {
+        "algo": "dqn",
+        "env": "multi_agent_cartpole",
+        "env_config": {"num_agents": 2},
+        "policies": ["p0", "p1"],
+        "policy_of": "p{agent_id}",
+        "training": {"lr": 0.00065, "train_batch_size_per_learner": 48,
+                     "replay_buffer_config": {"type": "MultiAgentPrioritizedEpisodeReplayBuffer", "capacity": 50000,
+                                              "alpha": 0.6, "beta": 0.4},
+                     "n_step": (2, 5), "double_q": True, "dueling": True, "epsilon": [(0, 1.0), (20000, 0.02)]},
+        "model": {"fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "fcnet_bias_initializer": "zeros_",
+                  "head_fcnet_bias_initializer": "zeros_", "head_fcnet_hiddens": [256]},
+        "threshold": 300.0,
+        "budget": 500_000,
+    },
+    # RLlib's tuned multi_agent_pendulum_sac.py (two agents, p0/p1), config unchanged;
+    # the stop is RLlib's: the summed return of both agents >= -450 per agent.
+    "sac-ma-pendulum": {
+        "algo": "sac",
+        "env": "multi_agent_pendulum",
+        "env_config": {"num_agents": 2},
+        "policies": ["p0", "p1"],
+        "policy_of": "p{agent_id}",
+        "training": {"initial_alpha": 1.001, "actor_lr": 2e-4, "critic_lr": 8e-4, "alpha_lr": 9e-4, "lr": None,
+                     "target_entropy": "auto", "n_step": (2, 5), "tau": 0.005, "train_batch_size_per_learner": 256,
+                     "target_network_update_freq": 1,
+                     "replay_buffer_config": {"type": "MultiAgentPrioritizedEpisodeReplayBuffer", "capacity": 100000,
+                                              "alpha": 1.0, "beta": 0.0},
+                     "num_steps_sampled_before_learning_starts": 256},
+        "model": {"fcnet_hiddens": [256, 256], "fcnet_activation": "relu",
+                  "fcnet_kernel_initializer": "xavier_uniform_", "head_fcnet_hiddens": [],
+                  "head_fcnet_activation": None, "head_fcnet_kernel_initializer": "orthogonal_",
+                  "head_fcnet_kernel_initializer_kwargs": {"gain": 0.01}},
+        "reporting": {"metrics_num_episodes_for_smoothing": 5},
+        "threshold": -900.0,
+        "budget": 500_000,
     },
 }
 

@@ -207,20 +207,38 @@ def test_dueling_q_is_value_plus_centred_advantages():
 
 def test_sampling_rounds_replay_as_often_as_rllib():
     """RLlib's DQN/SAC "auto" fragment is n_step per env (a range's high end): one update per n_step
-    sampled steps; marl groups such training steps into rounds of up to a train batch.
+    sampled steps. A round is one such training step; ``grouped`` (rows that cannot span calls)
+    joins training steps into rounds of up to a train batch.
     (steps per env per round, training steps per round, updates per training step)"""
     cfg = DQNConfig()
-    assert sampling_rounds(cfg) == (32, 32, 1)                   # n_step 1: an update per env step
+    assert sampling_rounds(cfg) == (1, 1, 1)                    # n_step 1: an update per env step
+    assert sampling_rounds(cfg, grouped=True) == (32, 32, 1)
     cfg.n_step = (2, 5)
-    assert sampling_rounds(cfg) == (30, 6, 1)                   # fragment 5: 6 training steps of 5
+    assert sampling_rounds(cfg) == (5, 1, 1)                    # fragment 5: one training step of 5
+    assert sampling_rounds(cfg, grouped=True) == (30, 6, 1)     # 6 training steps of 5
     cfg.num_envs_per_env_runner = 4
-    assert sampling_rounds(cfg) == (5, 1, 1)                    # 20 env steps per update; 32 // 20 = 1
+    assert sampling_rounds(cfg, grouped=True) == (5, 1, 1)      # 20 env steps per update; 32 // 20 = 1
     cfg.num_envs_per_env_runner, cfg.n_step, cfg.training_intensity = 1, 3, 4
-    assert sampling_rounds(cfg) == (27, 3, 1)                   # RLlib's rounding: [3, 1] of 3-step fragments
+    assert sampling_rounds(cfg) == (9, 1, 1)                    # RLlib's rounding: [3, 1] of 3-step fragments
+    assert sampling_rounds(cfg, grouped=True) == (27, 3, 1)
     cfg.rollout_fragment_length = 4
-    assert sampling_rounds(cfg) == (8, 1, 1)                    # explicit: RLlib's [2, 1] of 4-step fragments
+    assert sampling_rounds(cfg, grouped=True) == (8, 1, 1)      # explicit: RLlib's [2, 1] of 4-step fragments
     cfg.rollout_fragment_length, cfg.training_intensity, cfg.min_sample_timesteps_per_iteration = "auto", None, 10
-    assert sampling_rounds(cfg) == (9, 3, 1)                    # a round never outgrows the iteration
+    assert sampling_rounds(cfg, grouped=True) == (9, 3, 1)      # a round never outgrows the iteration
+
+
+def test_feed_forward_dqn_samples_one_training_step_per_call_and_recurrent_dqn_groups_them():
+    """Windows span calls (NStepCarry), so feed-forward DQN samples RLlib's 5-step training steps
+    one call each; recurrent modules store per-call sequences and keep train-batch-sized calls."""
+    ff = small_config(n_step=(2, 5)).build()
+    recurrent = small_config().rl_module(model_config=DefaultModelConfig(
+        fcnet_hiddens=[16], use_lstm=True, lstm_cell_size=8, max_seq_len=8)).build()
+    try:
+        assert ff._sampling_rounds() == (5, 1, 1)
+        assert recurrent._sampling_rounds() == (32, 32, 1)
+    finally:
+        ff.stop()
+        recurrent.stop()
 
 
 def test_an_iteration_runs_rllibs_number_of_updates():
@@ -231,7 +249,23 @@ def test_an_iteration_runs_rllibs_number_of_updates():
         result = algo.train()
         sampled = result["num_env_steps_sampled_lifetime"]
         trained = result["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"]
-        assert sampled == 1020 and trained == sampled // 5 * 32
+        assert sampled == 1000 and trained == 6400  # RLlib's result: 1,000 sampled, 6,400 trained
+    finally:
+        algo.stop()
+
+
+def test_stored_windows_end_only_where_episodes_end():
+    """Sampling calls of 5 steps cut episodes; RLlib joins an episode's chunks, and so does marl:
+    every stored 3-step window is whole unless it reaches the episode's termination."""
+    algo = small_config(n_step=3).env_runners(rollout_fragment_length=5).build()
+    try:
+        algo.train()
+        buffer = algo.replay_buffers["default_policy"]
+        n = buffer.columns[N_STEP][:len(buffer)]
+        terminal = buffer.columns[Columns.TERMINATEDS][:len(buffer)]
+        assert len(buffer) >= 100 and (n < 3).any()
+        assert terminal[n < 3].all()  # short windows: only the last steps of terminated episodes
+        assert len(algo.nstep_carries["default_policy"]) == 2
     finally:
         algo.stop()
 
@@ -321,6 +355,18 @@ def test_overlapped_sampling_is_refused_for_the_off_policy_loop():
         small_config().env_runners(num_env_runners=1, overlap_sampling=True).build()
 
 
+def test_rllibs_multi_agent_buffer_names_give_one_buffer_per_module():
+    """RLlib's tuned multi-agent configs name MultiAgent*EpisodeReplayBuffer: per module, the same
+    prioritized (or uniform) replay as the single-agent names."""
+    from learners.replay_buffer import PrioritizedReplayBuffer as Prioritized, ReplayBuffer as Uniform, \
+        make_replay_buffer
+
+    prioritized = make_replay_buffer({"type": "MultiAgentPrioritizedEpisodeReplayBuffer", "capacity": 10,
+                                      "alpha": 1.0, "beta": 0.0}, seed=0)
+    assert type(prioritized) is Prioritized and (prioritized.alpha, prioritized.beta) == (1.0, 0.0)
+    assert type(make_replay_buffer({"type": "MultiAgentEpisodeReplayBuffer"}, seed=0)) is Uniform
+
+
 def test_bad_dqn_settings_are_named():
     for key, value in (("epsilon", [[0, 1.5]]), ("n_step", 0), ("n_step", (3, 3)), ("n_step", (0, 2)),
                        ("tau", 0.0), ("td_error_loss_fn", "l1"),
@@ -333,8 +379,10 @@ def test_bad_dqn_settings_are_named():
 
 @pytest.mark.parametrize("store", [True, False])
 def test_checkpoint_restores_q_targets_and_optionally_the_replay_buffer(store, tmp_path):
+    """With ``n_step=(2, 5)`` the checkpoint also holds the steps waiting for their windows
+    (``nstep_carry``): without them the resumed run's replay would differ."""
     def config():
-        return small_config(store_buffer_in_checkpoints=store, target_network_update_freq=100)
+        return small_config(store_buffer_in_checkpoints=store, target_network_update_freq=100, n_step=(2, 5))
 
     algo = config().build()
     straight = [algo.train() for _ in range(3)]
@@ -346,8 +394,10 @@ def test_checkpoint_restores_q_targets_and_optionally_the_replay_buffer(store, t
     path = algo.save_to_path(str(tmp_path / "ckpt"))
     saved = {k: v.clone() for k, v in algo.learner.module.state_dict().items()}
     size = len(algo.replay_buffers["default_policy"])
+    carried = len(algo.nstep_carries["default_policy"])
     algo.stop()
     assert (tmp_path / "ckpt" / "replay_buffer").is_dir() == store
+    assert carried == 3  # the episode running at the save: its last n_max - 1 steps
 
     resumed = Algorithm.from_checkpoint(path, config=config())
     try:
@@ -356,6 +406,7 @@ def test_checkpoint_restores_q_targets_and_optionally_the_replay_buffer(store, t
             assert torch.equal(state[key], value), key
         assert resumed.learner.num_target_updates["default_policy"] >= 1
         assert len(resumed.replay_buffers.get("default_policy", [])) == (size if store else 0)
+        assert len(resumed.nstep_carries.get("default_policy", [])) == (carried if store else 0)
         if store:  # with the buffers the run continues exactly as if never stopped
             rest = [resumed.train() for _ in range(2)]
             assert [r["learners"]["default_policy"]["qf_loss"] for r in rest] == \

@@ -9,7 +9,7 @@ from pettingzoo import AECEnv
 from pettingzoo.classic import connect_four_v3, tictactoe_v3
 from pettingzoo.utils import BaseWrapper
 
-from envs import MultiAgentCartPole, SingleAgentParallelEnv, TurnBasedParallelEnv
+from envs import MultiAgentCartPole, MultiAgentPendulum, SingleAgentParallelEnv, TurnBasedParallelEnv
 from marl.core.constants import DEFAULT_AGENT_ID
 
 
@@ -88,6 +88,35 @@ def test_cartpole_rejects_bad_config():
         MultiAgentCartPole({"num_agent": 2})
     with pytest.raises(ValueError, match="'num_agents' must be an int >= 1, got 0"):
         MultiAgentCartPole({"num_agents": 0})
+
+
+# ------------------------------------------------------------ MultiAgentPendulum
+def test_pendulum_copies_step_independently_and_truncate_together_at_200():
+    """RLlib's MultiAgentPendulum (its tuned multi-agent SAC's env): copy i is Pendulum-v1
+    seeded with seed + i, each agent's reward is its own copy's."""
+    env = MultiAgentPendulum({"num_agents": 2})
+    obs, _ = env.reset(seed=5)
+    reference = [gym.make("Pendulum-v1") for _ in range(2)]
+    for agent, ref in enumerate(reference):
+        np.testing.assert_array_equal(obs[agent], ref.reset(seed=5 + agent)[0])
+    assert env.action_space(0).shape == (1,) and env.observation_space(1).shape == (3,)
+    steps = 0
+    while env.agents:
+        torques = {0: np.array([1.5], np.float32), 1: np.array([-0.5], np.float32)}
+        obs, rewards, terms, truncs, _ = env.step(torques)
+        for agent, ref in enumerate(reference):
+            ref_obs, ref_reward, *_ = ref.step(torques[agent])
+            np.testing.assert_array_equal(obs[agent], ref_obs)
+            assert rewards[agent] == pytest.approx(ref_reward)
+        steps += 1
+    assert steps == 200 and truncs == {0: True, 1: True} and terms == {0: False, 1: False}
+
+
+def test_pendulum_action_of_the_wrong_shape_is_named():
+    env = MultiAgentPendulum({"num_agents": 1})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"MultiAgentPendulum: action array\(\[1\., 2\.\]\) for agent 0"):
+        env.step({0: np.array([1.0, 2.0])})
 
 
 # ------------------------------------------------------------ gymnasium adapter

@@ -49,13 +49,17 @@ def test_rllib_defaults_and_required_apis():
     assert cfg.min_time_s_per_iteration == 1 and cfg.min_sample_timesteps_per_iteration == 100
 
 
-def test_grouped_updates_sync_targets_as_rllibs_training_steps_would():
-    """RLlib's tuned Pendulum SAC: target_network_update_freq=1, one update per 5 sampled steps. marl runs
-    a round's 20 updates after one sampling call, each at the env-step count its training step had, so
-    every update also moves the targets (and none runs before learning starts, at 256 steps)."""
+@pytest.mark.parametrize("grouped", [False, True])
+def test_updates_sync_targets_as_rllibs_training_steps_would(grouped):
+    """RLlib's tuned Pendulum SAC: target_network_update_freq=1, one update per 5 sampled steps. marl
+    samples each training step in its own call; grouped (as MASAC's joint rows are) it runs a round's
+    20 updates after one call, each at the env-step count its training step had. Either way every
+    update also moves the targets, and none runs before learning starts, at 256 steps."""
     algo = (small_config(n_step=(2, 5), target_network_update_freq=1)
             .training(num_steps_sampled_before_learning_starts=256, train_batch_size_per_learner=256)
             .reporting(min_sample_timesteps_per_iteration=100).build())
+    algo._rows_span_calls = not grouped
+    assert algo._sampling_rounds().training_steps == (20 if grouped else 1)
     try:
         for _ in range(5):
             result = algo.train()

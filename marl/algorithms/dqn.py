@@ -5,16 +5,18 @@ at least ``min_sample_timesteps_per_iteration`` env steps were sampled; a
 training step samples ``rollout_fragment_length`` steps per env of every
 runner (``"auto"``: ``n_step``, or the high end of an ``n_step`` range, as
 RLlib's DQN and SAC configs say), stores them as (n-step) transitions in each
-module's replay buffer and, once ``num_steps_sampled_before_learning_starts``
+module's replay buffer (an episode's windows run across sampling calls:
+``NStepCarry`` holds back each running episode's last ``n - 1`` steps until
+its next steps arrive) and, once ``num_steps_sampled_before_learning_starts``
 env steps were sampled, runs one update of ``train_batch_size_per_learner``
 replayed rows per module. So by default RLlib replays a batch every
 ``n_step`` sampled steps per env. ``training_intensity`` (replayed / sampled
 steps) changes the ratio to several rounds per update or several updates
-per round, with RLlib's ``calculate_rr_weights``. With ``"auto"``, marl
-groups as many of these training steps into one round as fit in a train
-batch (and in an iteration): the same updates per sampled step as RLlib,
-with fewer, longer sampling calls, so that n-step windows and stored
-sequences are rarely cut by a call's end (``sampling_rounds``). Targets are synced when
+per round, with RLlib's ``calculate_rr_weights``. Each training step is
+one sampling call, as in RLlib. Where stored rows cannot span calls
+(recurrent modules' sequences, VDN/QMIX/MASAC's joint rows), marl groups as
+many training steps into one call as fit in a train batch, each update at
+its own training step's env-step count (``sampling_rounds``). Targets are synced when
 ``target_network_update_freq`` env steps passed since the last sync, with
 ``tau`` (1.0: a copy). Exploration is epsilon-greedy with RLlib's piecewise
 linear ``epsilon`` schedule over sampled env steps.
@@ -92,24 +94,25 @@ class SamplingRounds(NamedTuple):
     updates_per_step: int   #: updates per training step (``round_robin_weights``)
 
 
-def sampling_rounds(config: "DQNConfig") -> SamplingRounds:
-    """RLlib's training steps, grouped into sampling rounds.
+def sampling_rounds(config: "DQNConfig", grouped: bool = False) -> SamplingRounds:
+    """RLlib's training steps as sampling rounds: one each, or (``grouped``) several per round.
 
     One RLlib training step samples ``store`` fragments per env and runs
-    ``update`` updates (``round_robin_weights``). An explicit
-    ``rollout_fragment_length`` keeps exactly that; ``"auto"`` joins ``k``
-    training steps into one round, ``k`` as many as fit in both a train batch
-    and ``min_sample_timesteps_per_iteration`` of sampled env steps, so the
-    replayed/sampled ratio is RLlib's while sampling calls stay long. The
-    round's updates then run with the env-step count each training step would
-    have had (``DQN._update_once(timestep)``), so target syncs and the start
-    of learning fall where RLlib's do.
+    ``update`` updates (``round_robin_weights``); a round is exactly that.
+    ``grouped`` (with ``"auto"`` fragments; the algorithms whose stored rows
+    cannot span sampling calls use it: recurrent sequences, VDN/QMIX/MASAC's
+    joint rows) joins ``k`` training steps into one round, ``k`` as many as
+    fit in both a train batch and ``min_sample_timesteps_per_iteration`` of
+    sampled env steps, so the replayed/sampled ratio is RLlib's while
+    sampling calls stay long. The round's updates then run with the env-step
+    count each training step would have had (``DQN._update_once(timestep)``),
+    so target syncs and the start of learning fall where RLlib's do.
     """
     fragment = rllib_fragment_length(config)
     store, update = round_robin_weights(config, fragment)
     per_env = store * fragment
     group = 1
-    if config.rollout_fragment_length == "auto":
+    if grouped and config.rollout_fragment_length == "auto":
         env_steps = per_env * config.num_envs_per_env_runner * max(1, config.num_env_runners)
         room = min(config.train_batch_size_per_learner, config.min_sample_timesteps_per_iteration)
         group = max(1, room // env_steps)
@@ -205,8 +208,9 @@ class DQN(Algorithm):
     def __init__(self, config: DQNConfig) -> None:
         super().__init__(config)
         self.replay_buffers: Dict[str, Any] = {}
-        self._seq_lens = {mid: m.max_seq_len() for mid, m in self.learner.module.items()
-                          if mid in self.policies and m.is_stateful()}
+        #: Per module, the steps held back until their n-step windows are complete (``NStepCarry``).
+        self.nstep_carries: Dict[str, Any] = {}
+        self._seq_lens = self._recurrent_seq_lens()
         for mid, length in self._seq_lens.items():
             if config.n_step != 1:
                 raise ConfigError(f"n_step={config.n_step!r}: recurrent Q-module {mid!r} trains on stored "
@@ -228,15 +232,31 @@ class DQN(Algorithm):
         spec.rl_module_specs = specs
         return spec
 
+    #: Whether stored rows can span sampling calls (n-step windows joined by ``NStepCarry``).
+    #: Where they cannot (recurrent sequences, joint rows), RLlib's training steps are
+    #: grouped into longer sampling calls (``sampling_rounds(grouped=True)``).
+    _rows_span_calls = True
+
+    def _recurrent_seq_lens(self) -> Dict[str, int]:
+        """``{module_id: max_seq_len}`` of the recurrent Q-modules (they store sequences)."""
+        return {mid: m.max_seq_len() for mid, m in self.learner.module.items()
+                if mid in self.policies and m.is_stateful()}
+
+    def _sampling_rounds(self) -> SamplingRounds:
+        # Also called while Algorithm.__init__ builds the runners, before ``_seq_lens`` is set.
+        recurrent = bool(self._recurrent_seq_lens())
+        return sampling_rounds(self.config, grouped=recurrent or not self._rows_span_calls)
+
     def _fragment_length(self) -> int:
-        return sampling_rounds(self.config).steps_per_env
+        return self._sampling_rounds().steps_per_env
 
     # -------------------------------------------------------- checkpoints
     REPLAY_DIR = "replay_buffer"
 
     def _save_extra_checkpoint(self, directory: Any) -> None:
         """``replay_buffer/<module_id>/{state.json, data.safetensors}`` when
-        ``store_buffer_in_checkpoints`` (off by default, as in RLlib: buffers are large)."""
+        ``store_buffer_in_checkpoints`` (off by default, as in RLlib: buffers are large), with
+        ``nstep_carry.{json,safetensors}``: the steps held back for their n-step windows."""
         if not self.config.store_buffer_in_checkpoints:
             return
         from marl.core import checkpoint_io as io
@@ -250,8 +270,15 @@ class DQN(Algorithm):
             io.write_json(sub / "state.json", json_state)
             io.save_tensors(sub / "data.safetensors",
                             {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+            carry = self.nstep_carries.get(module_id)
+            if carry is not None:
+                json_state, arrays = carry.get_state()
+                io.write_json(sub / "nstep_carry.json", json_state)
+                io.save_tensors(sub / "nstep_carry.safetensors",
+                                {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
     def _read_extra_checkpoint(self, directory: Any, verified: Any) -> Any:
+        from learners.nstep_carry import NStepCarry, carry_horizon
         from learners.replay_buffer import make_replay_buffer
         from marl.core import checkpoint_io as io
 
@@ -260,7 +287,7 @@ class DQN(Algorithm):
             logger.warning("this checkpoint holds no replay buffers (store_buffer_in_checkpoints=False): "
                            "training continues from empty buffers, so it is not an exact resume")
             return None
-        buffers = {}
+        buffers, carries = {}, {}
         for sub in sorted(p for p in root.iterdir() if p.is_dir()):
             state_path = verified.require(sub / "state.json")
             arrays = {k: v.numpy() for k, v in io.load_tensors(verified.require(sub / "data.safetensors")).items()}
@@ -271,16 +298,28 @@ class DQN(Algorithm):
                 raise io.CheckpointError(f"checkpoint directory {str(sub)!r}: not a replay buffer of this "
                                          f"config: {type(err).__name__}: {err}") from None
             buffers[sub.name] = buffer
-        return buffers
+            if (sub / "nstep_carry.json").exists():  # absent in checkpoints written before windows spanned calls
+                carry = NStepCarry(carry_horizon(self.config.n_step))
+                carry_json = io.read_json(verified.require(sub / "nstep_carry.json"))
+                carry_arrays = {k: v.numpy() for k, v in
+                                io.load_tensors(verified.require(sub / "nstep_carry.safetensors")).items()}
+                try:
+                    carry.set_state(carry_json, carry_arrays)
+                except (KeyError, ValueError, TypeError) as err:
+                    raise io.CheckpointError(f"checkpoint directory {str(sub)!r}: held-back n-step steps do not "
+                                             f"fit this config: {type(err).__name__}: {err}") from None
+                carries[sub.name] = carry
+        return buffers, carries
 
     def _apply_extra_checkpoint(self, payload: Any) -> None:
-        self.replay_buffers = dict(payload)
+        buffers, carries = payload
+        self.replay_buffers, self.nstep_carries = dict(buffers), dict(carries)
 
     def _extra_checkpoint_snapshot(self) -> Any:
-        return dict(self.replay_buffers)
+        return dict(self.replay_buffers), dict(self.nstep_carries)
 
     def _restore_extra_snapshot(self, snapshot: Any) -> None:
-        self.replay_buffers = dict(snapshot)
+        self._apply_extra_checkpoint(snapshot)
 
     # ----------------------------------------------------------- training
     def _set_epsilon(self) -> None:
@@ -312,8 +351,18 @@ class DQN(Algorithm):
                 trainable = np.flatnonzero(rows[Columns.LOSS_MASK].sum(axis=1) > self.config.burn_in_len)
                 rows = {k: take_rows(v, trainable) for k, v in rows.items()}
             else:
-                rows = ranged_segment_transitions(batch, self.config.n_step, self.config.gamma)
+                joined, ready = self._carry_for(module_id).join(batch)
+                rows = ranged_segment_transitions(joined, self.config.n_step, self.config.gamma)
+                if not ready.all():
+                    rows = {k: take_rows(v, np.flatnonzero(ready)) for k, v in rows.items()}
             self._buffer_for(module_id).add(rows)
+
+    def _carry_for(self, module_id: str):
+        from learners.nstep_carry import NStepCarry, carry_horizon
+
+        if module_id not in self.nstep_carries:
+            self.nstep_carries[module_id] = NStepCarry(carry_horizon(self.config.n_step))
+        return self.nstep_carries[module_id]
 
     def _iteration_done(self, start: float, sampled: int, trained_before: int) -> bool:
         """RLlib's rule: every given bound (env steps sampled, rows trained, seconds) is met."""
@@ -372,7 +421,7 @@ class DQN(Algorithm):
         start = time.perf_counter()
         self.iteration += 1
         cfg = self.config
-        rounds = sampling_rounds(cfg)
+        rounds = self._sampling_rounds()
         per_round = rounds.steps_per_env * cfg.num_envs_per_env_runner * max(1, cfg.num_env_runners)
         sampled, sample_time, learn_time = 0, 0.0, 0.0
         trained_before = self._counters["num_env_steps_trained_lifetime"]

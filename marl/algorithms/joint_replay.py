@@ -22,6 +22,8 @@ class JointReplayMixin:
 
     #: The config key naming the global input (``"auto"``, ``"state"``, ``"joint_obs"``).
     global_input_key = "state_input"
+    #: Joint rows are built per sampling call, so RLlib's training steps are grouped into longer calls.
+    _rows_span_calls = False
 
     def _inspect_env(self, env: Any) -> None:
         from envs.sampling.episode import EpisodeHandle

@@ -81,4 +81,8 @@ class TorchRLModule(RLModule, nn.Module):
                 + ("; ..." if len(mismatched) > 4 else "")
                 + " (was it saved from a different model_config?)"
             )
-        self.load_state_dict(incoming, strict=True)
+        # The names and shapes were checked above, so this is ``load_state_dict(strict=True)``
+        # without its per-module walk: env runners load weights before every sampling call.
+        with torch.no_grad():
+            for name, tensor in own.items():
+                tensor.copy_(incoming[name])
