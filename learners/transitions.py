@@ -19,10 +19,11 @@ its ``n`` is drawn anew, uniformly from ``low .. high - 1`` (numpy's
 ``integers(low, high)``, as RLlib's episode buffers draw it). Rows are
 therefore stored with one window per ``n`` (``ranged_segment_transitions``:
 the n-dependent columns get an axis of ``high - low`` choices) and
-``choose_n_step`` picks one per replayed row. The difference from RLlib:
-near a segment's end the window is shortened (``k = min(n, e - t)``) where
-RLlib skips the draw and samples another transition, which never replays an
-episode's last ``n - 1`` steps as starting points.
+``choose_n_step`` picks one per replayed row. Near a segment's end the
+stored window is shortened (``k = min(n, e - t)``). RLlib instead throws such
+a draw away and samples another transition (an episode's last ``n - 1``
+steps start windows only with a smaller n); ``replay_whole_windows`` does
+that, and DQN/SAC use it unless ``shorten_n_step_at_episode_end=True``.
 
 DQN and SAC pass each call's segments through ``learners.nstep_carry.NStepCarry``
 first, which joins an agent-episode's steps across sampling calls, so their
@@ -37,7 +38,7 @@ from typing import Any, Dict, Sequence, Tuple, Union
 import numpy as np
 
 from marl.core.columns import BOOTSTRAP_OBS, Columns
-from marl.core.nested import take_rows, tree_map, tree_map2
+from marl.core.nested import concat_nested, take_rows, tree_map, tree_map2
 
 N_STEP = "n_step"
 #: The columns whose value depends on n: ranged rows hold one per choice of n.
@@ -110,6 +111,37 @@ def choose_n_step(batch: Dict[str, Any], rng: np.random.Generator) -> Dict[str, 
     for key in N_DEPENDENT_COLUMNS:
         batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
     return batch
+
+
+def replay_whole_windows(buffer: Any, num: int, n_step: NStep, max_rounds: int = 1000) -> Dict[str, Any]:
+    """``num`` replayed transitions with RLlib's rule for windows at an episode's end.
+
+    Each draw gets its ``n`` (a range: drawn per row, as ``choose_n_step``).
+    A draw whose window would run past the end of its stored episode (its
+    stored window is shorter than ``n``) is thrown away and drawn again, as
+    RLlib's episode buffers do (``episode_ts + n > len(episode)``), so an
+    episode's last ``n - 1`` steps start a window only with a smaller ``n``.
+    ``buffer.sample`` adds the importance weights and indices of the kept rows.
+    """
+    bounds = n_step_range(n_step)
+    parts, need = [], int(num)
+    for _ in range(max_rounds):
+        batch = buffer.sample(need)
+        if bounds is not None:
+            pick = buffer.rng.integers(0, bounds[1] - bounds[0], need)
+            rows = np.arange(need)
+            wanted = bounds[0] + pick
+            for key in N_DEPENDENT_COLUMNS:
+                batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
+        else:
+            wanted = int(n_step)
+        whole = np.flatnonzero(np.asarray(batch[N_STEP]) == wanted)
+        parts.append(take_rows(batch, whole) if len(whole) < need else batch)
+        need -= len(whole)
+        if need == 0:
+            return parts[0] if len(parts) == 1 else concat_nested(parts)
+    raise ValueError(f"n_step={n_step!r}: after {max_rounds} draws, {need} of {num} replayed transitions still "
+                     "had no whole window: the stored episodes are shorter than n. Use a smaller n_step.")
 
 
 def _stack_choices(parts: Sequence[Any]) -> Any:

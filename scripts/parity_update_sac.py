@@ -196,9 +196,9 @@ def install_noise() -> NoiseQueue:
     noise = NoiseQueue()
     original = {"rsample": Normal.rsample, "sample": Normal.sample}
 
-    def draw(kind: str, self: Any, sample_shape: Any = torch.Size()) -> torch.Tensor:
+    def draw(kind: str, self: Any, sample_shape: Any = ()) -> torch.Tensor:
         if not noise.queue:
-            return original[kind](self, sample_shape)
+            return original[kind](self, torch.Size(sample_shape))
         eps = torch.as_tensor(noise.queue.pop(0), dtype=self.loc.dtype, device=self.loc.device)
         shape = tuple(self._extended_shape(torch.Size(sample_shape)))
         if tuple(eps.shape) != shape:
@@ -209,8 +209,8 @@ def install_noise() -> NoiseQueue:
         with torch.no_grad():
             return self.loc + eps * self.scale
 
-    Normal.rsample = lambda self, sample_shape=torch.Size(): draw("rsample", self, sample_shape)
-    Normal.sample = lambda self, sample_shape=torch.Size(): draw("sample", self, sample_shape)
+    Normal.rsample = lambda self, sample_shape=(): draw("rsample", self, sample_shape)
+    Normal.sample = lambda self, sample_shape=(): draw("sample", self, sample_shape)
     return noise
 
 
@@ -221,7 +221,7 @@ def install_huber_recorder() -> List[Tuple[np.ndarray, np.ndarray]]:
     calls: List[Tuple[np.ndarray, np.ndarray]] = []
     original = F.huber_loss
 
-    def huber_loss(input, target, *args, **kwargs):  # noqa: A002 - torch's argument names
+    def huber_loss(input, target, *args, **kwargs):  # torch's argument names
         calls.append((input.detach().cpu().numpy().copy(), target.detach().cpu().numpy().copy()))
         return original(input, target, *args, **kwargs)
 
@@ -339,7 +339,7 @@ def rllib_dump(case_name: str, seed: int, data_path: str, out: str) -> None:
         learner.update(episodes=episodes(), timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 1000 + u + 1})
         noise.check_consumed()
         if u == 0:
-            (q, target), (q_twin, target_twin) = huber
+            (q, target), (q_twin, _) = huber
             captured["fwd"].update(q=q, q_twin=q_twin, target=target)
         state(f"after{u}")
         grads(f"grad{u}")
@@ -371,6 +371,8 @@ def marl_run(case_name: str, seed: int, rllib: Dict[str, np.ndarray], updates: i
                                            "target_network_update_freq")}
     rllib_shapes = {k[len("init/"):]: v.shape for k, v in rllib.items() if k.startswith("init/")}
     pairs = pair_sac_parameters({k: tuple(v.shape) for k, v in module.state_dict().items()}, rllib_shapes)
+    # marl's own initialisation, before RLlib's weights replace it (reported, not part of the update check)
+    results_init = {k: float(v.float().std()) for k, v in module.state_dict().items() if v.numel() > 2}
     pairs[LOG_ALPHA] = LOG_ALPHA
     module.load_state_dict({k: torch.as_tensor(rllib[f"init/{v}"]).reshape(module.state_dict()[k].shape)
                             for k, v in pairs.items()})
@@ -438,6 +440,7 @@ def marl_run(case_name: str, seed: int, rllib: Dict[str, np.ndarray], updates: i
                               "q_target_next": seen["forward_target"][0], "q_curr": seen["frozen_q"][0]}
             results["losses"] = {k: metrics[k] for k in LOSSES}
     results["pairs"] = pairs
+    results["own_init_std"] = results_init
     algo.stop()
     return results
 
@@ -489,9 +492,23 @@ def compare(rllib: Dict[str, np.ndarray], ours: Dict[str, Any], updates: int) ->
     return worst, lines
 
 
+def init_differences(rllib: Dict[str, np.ndarray], ours: Dict[str, Any]) -> List[str]:
+    """Parameters (critic twin and targets left out: copies) whose initial std differs more than 2x
+    between marl's own build and RLlib's: the update check loads RLlib's weights, so it cannot see these."""
+    lines = []
+    for m, r in ours["pairs"].items():
+        if m not in ours["own_init_std"] or m.startswith(("qf_twin.", "target_")):
+            continue
+        ours_std, theirs = ours["own_init_std"][m], float(rllib[f"init/{r}"].std())
+        if theirs > 0 and not 0.5 <= ours_std / theirs <= 2.0:
+            lines.append(f"  {m:<28} marl std {ours_std:.2e}  RLlib ({r}) std {theirs:.2e}")
+    return lines
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", default="sac-pendulum", choices=[c for c, v in CASES.items() if v.get("algo") == "sac"])
+    parser.add_argument("--case", default="sac-pendulum",
+                        choices=[c for c, v in CASES.items() if v.get("algo") == "sac"])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--updates", nargs="+", type=int, default=[1, 5],
                         help="run each count of consecutive updates on the same batch (fresh builds each)")
@@ -517,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 np.savez(data_path, **make_scenario(scenario, args.rows, updates, args.seed))
                 cmd = [args.rllib_python, str(Path(__file__).resolve()), "--case", args.case,
                        "--seed", str(args.seed), "--dump", data_path, out]
-                proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True,
+                proc = subprocess.run(cmd, check=False, cwd=str(ROOT), capture_output=True, text=True,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
                 if proc.returncode != 0:
                     print(proc.stderr[-4000:], file=sys.stderr)
@@ -529,6 +546,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"config RLlib: {rllib['config']}  target_entropy {rllib['target_entropy']}")
                 print(f"config marl:  {ours['config']}")
                 print("RLlib batch dtypes: " + ", ".join(f"{k} {v}" for k, v in ours["dtypes"].items()))
+                diffs = init_differences(rllib, ours)
+                print("initial weights, each library's own build (not part of the update check, which starts both "
+                      "from RLlib's): " + ("std within 2x everywhere" if not diffs else "std differs > 2x at"))
+                print("\n".join(diffs))
                 printed_config = True
             print(f"\n=== {args.case} / {scenario}: {args.rows} rows, {updates} update(s), "
                   f"marl Adam {args.marl_adam} ===")

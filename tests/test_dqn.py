@@ -90,6 +90,54 @@ def test_ranged_n_step_rows_hold_every_window_and_replay_draws_one_uniformly():
     assert ranged_segment_transitions(batch, 3, GAMMA)[N_STEP].shape == (7,)  # an int stays plain
 
 
+def test_replay_redraws_a_window_that_would_run_past_its_episodes_end():
+    """RLlib's rule (``episode_ts + n > len(episode)``: draw again): in a terminated 6-step episode
+    with n from 2..4, step 5 is never replayed, step 4 only with n=2, step 3 never with n=4."""
+    from learners.transitions import replay_whole_windows
+
+    obs = np.arange(6, dtype=np.float32)[:, None]
+    batch = {Columns.OBS: obs, Columns.ACTIONS: np.zeros(6, np.int64), Columns.REWARDS: np.ones(6, np.float32),
+             Columns.TERMINATEDS: np.array([0, 0, 0, 0, 0, 1], bool), Columns.SEQ_LENS: np.array([6]),
+             BOOTSTRAP_OBS: np.zeros((1, 1), np.float32)}
+    buffer = PrioritizedReplayBuffer(100, seed=0)
+    buffer.add(ranged_segment_transitions(batch, (2, 5), GAMMA))
+    seen = {}
+    for _ in range(300):
+        replayed = replay_whole_windows(buffer, 32, (2, 5))
+        assert len(replayed[Columns.ACTIONS]) == 32 and len(replayed[INDICES]) == 32
+        for t, n in zip(replayed[Columns.OBS][:, 0].astype(int), replayed[N_STEP]):
+            seen.setdefault(int(t), set()).add(int(n))
+    assert seen == {0: {2, 3, 4}, 1: {2, 3, 4}, 2: {2, 3, 4}, 3: {2, 3}, 4: {2}}
+    assert all(replayed[Columns.TERMINATEDS][replayed[N_STEP] + replayed[Columns.OBS][:, 0] == 6])
+    one_step = ReplayBuffer(100, seed=0)  # n=1: every stored window is whole, nothing is redrawn
+    one_step.add(segment_transitions(batch, 1, GAMMA))
+    assert set(replay_whole_windows(one_step, 500, 1)[Columns.OBS][:, 0].astype(int)) == set(range(6))
+    short = ReplayBuffer(100, seed=0)
+    short.add(segment_transitions({**batch, Columns.SEQ_LENS: np.array([2, 4]),
+                                   BOOTSTRAP_OBS: np.zeros((2, 1), np.float32)}, 5, GAMMA))
+    with pytest.raises(ValueError, match="n_step=5: after 1000 draws"):
+        replay_whole_windows(short, 4, 5)
+
+
+@pytest.mark.parametrize("shorten", [False, True])
+def test_dqn_replays_episode_ends_by_rllibs_rule_unless_told_to_shorten(shorten):
+    """Default (RLlib): no replayed 3-step window is cut short by its episode's end; with
+    shorten_n_step_at_episode_end=True, the steps before a termination are replayed with short windows."""
+    algo = small_config(n_step=3, shorten_n_step_at_episode_end=shorten, train_batch_size_per_learner=256).build()
+    replayed = []
+    original = algo.learner.update
+    algo.learner.update = lambda batch, **kw: replayed.append(batch["default_policy"]) or original(batch, **kw)
+    try:
+        algo.train()
+        n = np.concatenate([b[N_STEP] for b in replayed])
+        assert len(n) > 1000 and ((n < 3).any() == shorten)
+    finally:
+        algo.stop()
+    with pytest.raises(ConfigError, match="unknown key 'shorten_n_step_at_episode_end'"):
+        from marl import QMIXConfig
+        QMIXConfig().training(shorten_n_step_at_episode_end=True)
+
+
 def test_nested_observations_with_action_masks_are_carried_to_next_obs():
     batch = segments_batch()
     masks = np.eye(7, 3, dtype=np.int8)

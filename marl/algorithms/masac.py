@@ -24,7 +24,9 @@ from marl.core.rl_module import RLModuleSpec
 class MASACConfig(SACConfig):
     """SAC's settings plus ``critic_input``."""
 
-    _algo_training_keys = SACConfig._algo_training_keys + ("critic_input",)
+    # Joint rows always shorten a window at its episode's end (no RLlib counterpart to follow).
+    _algo_training_keys = tuple(k for k in SACConfig._algo_training_keys
+                                if k != "shorten_n_step_at_episode_end") + ("critic_input",)
 
     def __init__(self, algo_class: Optional[type] = None) -> None:
         super().__init__(algo_class=algo_class or MASAC)

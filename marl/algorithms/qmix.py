@@ -39,7 +39,8 @@ QMIX_DEFAULTS = {
 class QMIXConfig(DQNConfig):
     """DQN's settings plus the mixer's (see the module docstring)."""
 
-    _algo_training_keys = DQNConfig._algo_training_keys + (
+    # Joint rows always shorten a window at its episode's end (no RLlib counterpart to follow).
+    _algo_training_keys = tuple(k for k in DQNConfig._algo_training_keys if k != "shorten_n_step_at_episode_end") + (
         "mixer", "mixing_embed_dim", "hypernet_embed", "state_input")
 
     def __init__(self, algo_class: Optional[type] = None) -> None:

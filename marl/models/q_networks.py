@@ -15,8 +15,9 @@ user's ``DefaultModelConfig`` gives the same network here:
   output and the embeddings; every one of them ``fusionnet_activation``;
 - a head (``head_fcnet_*``) ending in one linear output.
 
-One difference, on purpose: RLlib builds SAC's heads without the
-``head_fcnet_*`` initializers; here they are applied, as the key says.
+RLlib builds SAC's heads without the ``head_fcnet_*`` initializers; the
+default SAC module does the same (it hands this network a config without
+them: ``rllib_sac_head_config``).
 
 ``ConcatQNetwork`` is one MLP on the concatenated observation (or shared
 embedding) and action; the shared-encoder SAC heads use it.
