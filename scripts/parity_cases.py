@@ -23,6 +23,17 @@ from typing import Any, Dict
 #: keeps the two libraries' timings comparable.
 COMMON_ENV_RUNNERS = {"num_env_runners": 0}
 
+#: RLlib's tuned pendulum_sac.py / multi_agent_pendulum_sac.py share these (their replay buffer
+#: types differ); the xavier/orthogonal initialisers are given by name (RLlib takes names or functions).
+_PENDULUM_SAC_TRAINING: Dict[str, Any] = {
+    "initial_alpha": 1.001, "actor_lr": 2e-4, "critic_lr": 8e-4, "alpha_lr": 9e-4, "lr": None,
+    "target_entropy": "auto", "n_step": (2, 5), "tau": 0.005, "train_batch_size_per_learner": 256,
+    "target_network_update_freq": 1, "num_steps_sampled_before_learning_starts": 256}
+_PENDULUM_SAC_MODEL: Dict[str, Any] = {
+    "fcnet_hiddens": [256, 256], "fcnet_activation": "relu", "fcnet_kernel_initializer": "xavier_uniform_",
+    "head_fcnet_hiddens": [], "head_fcnet_activation": None, "head_fcnet_kernel_initializer": "orthogonal_",
+    "head_fcnet_kernel_initializer_kwargs": {"gain": 0.01}}
+
 CASES: Dict[str, Dict[str, Any]] = {
     # The issue's plain config: each side's defaults for everything else.
     "cartpole-plain": {
@@ -94,21 +105,14 @@ CASES: Dict[str, Dict[str, Any]] = {
         "threshold": 450.0,
         "budget": 200_000,
     },
-    # RLlib's tuned pendulum_sac.py (rllib/tuned_examples/sac/), config unchanged; its
-    # xavier/orthogonal initialisers are given by name (RLlib takes names or functions).
+    # RLlib's tuned pendulum_sac.py (rllib/tuned_examples/sac/), config unchanged.
     "sac-pendulum": {
         "algo": "sac",
         "env": "Pendulum-v1",
-        "training": {"initial_alpha": 1.001, "actor_lr": 2e-4, "critic_lr": 8e-4, "alpha_lr": 9e-4, "lr": None,
-                     "target_entropy": "auto", "n_step": (2, 5), "tau": 0.005, "train_batch_size_per_learner": 256,
-                     "target_network_update_freq": 1,
+        "training": {**_PENDULUM_SAC_TRAINING,
                      "replay_buffer_config": {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 100000,
-                                              "alpha": 1.0, "beta": 0.0},
-                     "num_steps_sampled_before_learning_starts": 256},
-        "model": {"fcnet_hiddens": [256, 256], "fcnet_activation": "relu",
-                  "fcnet_kernel_initializer": "xavier_uniform_", "head_fcnet_hiddens": [],
-                  "head_fcnet_activation": None, "head_fcnet_kernel_initializer": "orthogonal_",
-                  "head_fcnet_kernel_initializer_kwargs": {"gain": 0.01}},
+                                              "alpha": 1.0, "beta": 0.0}},
+        "model": _PENDULUM_SAC_MODEL,
         "reporting": {"metrics_num_episodes_for_smoothing": 5},
         "threshold": -250.0,
         "budget": 20_000,
@@ -138,16 +142,10 @@ CASES: Dict[str, Dict[str, Any]] = {
         "env_config": {"num_agents": 2},
         "policies": ["p0", "p1"],
         "policy_of": "p{agent_id}",
-        "training": {"initial_alpha": 1.001, "actor_lr": 2e-4, "critic_lr": 8e-4, "alpha_lr": 9e-4, "lr": None,
-                     "target_entropy": "auto", "n_step": (2, 5), "tau": 0.005, "train_batch_size_per_learner": 256,
-                     "target_network_update_freq": 1,
+        "training": {**_PENDULUM_SAC_TRAINING,
                      "replay_buffer_config": {"type": "MultiAgentPrioritizedEpisodeReplayBuffer", "capacity": 100000,
-                                              "alpha": 1.0, "beta": 0.0},
-                     "num_steps_sampled_before_learning_starts": 256},
-        "model": {"fcnet_hiddens": [256, 256], "fcnet_activation": "relu",
-                  "fcnet_kernel_initializer": "xavier_uniform_", "head_fcnet_hiddens": [],
-                  "head_fcnet_activation": None, "head_fcnet_kernel_initializer": "orthogonal_",
-                  "head_fcnet_kernel_initializer_kwargs": {"gain": 0.01}},
+                                              "alpha": 1.0, "beta": 0.0}},
+        "model": _PENDULUM_SAC_MODEL,
         "reporting": {"metrics_num_episodes_for_smoothing": 5},
         "threshold": -900.0,
         "budget": 500_000,

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 #: Every parity case; seeds as in scripts/parity.py's default run.
 CI_CASES = ["cartpole-plain", "cartpole-tuned", "ma-cartpole", "pendulum", "simple-spread", "dqn-cartpole",
-            "sac-pendulum"]
+            "sac-pendulum", "dqn-ma-cartpole", "sac-ma-pendulum"]
 SEEDS = (0, 1, 2)
 
 
