@@ -593,4 +593,3 @@ def _optimizer_state_copy(optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
         groups = [{k: v.clone() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, list) else v
                    for k, v in group.items()} for group in state["param_groups"]]
     return {"state": per_param, "param_groups": groups}
-
