@@ -126,9 +126,10 @@ def _segment_ids(eps_id: Any, seq_lens: Any) -> np.ndarray:
 
 def carry_horizon(n_step: Any) -> int:
     """``n_max - 1`` for an int ``n_step`` or RLlib's range ``(low, high)`` (n up to ``high - 1``)."""
-    if isinstance(n_step, (list, tuple)):
-        return int(n_step[1]) - 2
-    return int(n_step) - 1
+    from learners.transitions import n_step_range
+
+    bounds = n_step_range(n_step)
+    return bounds[1] - 2 if bounds else int(n_step) - 1
 
 
 __all__: List[str] = ["NStepCarry", "carry_horizon", "STEP_COLUMNS"]

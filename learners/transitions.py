@@ -106,8 +106,12 @@ def ranged_segment_transitions(batch: Dict[str, Any], n_step: NStep, gamma: floa
 def choose_n_step(batch: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
     """Draw one ``n`` per replayed ranged row, uniformly, and keep only that window (in place)."""
     num, choices = np.shape(batch[N_STEP])[:2]
-    pick = rng.integers(0, choices, num)
-    rows = np.arange(num)
+    return _keep_window(batch, rng.integers(0, choices, num))
+
+
+def _keep_window(batch: Dict[str, Any], pick: np.ndarray) -> Dict[str, Any]:
+    """Keep window ``pick[i]`` (``n = low + pick[i]``) of every ranged row ``i``, in place."""
+    rows = np.arange(len(pick))
     for key in N_DEPENDENT_COLUMNS:
         batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
     return batch
@@ -129,10 +133,8 @@ def replay_whole_windows(buffer: Any, num: int, n_step: NStep, max_rounds: int =
         batch = buffer.sample(need)
         if bounds is not None:
             pick = buffer.rng.integers(0, bounds[1] - bounds[0], need)
-            rows = np.arange(need)
+            _keep_window(batch, pick)
             wanted = bounds[0] + pick
-            for key in N_DEPENDENT_COLUMNS:
-                batch[key] = tree_map(lambda a: a[rows, pick], batch[key])
         else:
             wanted = int(n_step)
         whole = np.flatnonzero(np.asarray(batch[N_STEP]) == wanted)
