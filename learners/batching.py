@@ -1,7 +1,7 @@
 """Shaping sampled data for the learner: tensors, sequences, minibatches."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -78,50 +78,89 @@ def chunk_into_sequences(
     return out
 
 
+#: A per-row bool column of PPO train batches: True on the last step of each
+#: segment, where RLlib's train batch holds the artificial (masked) bootstrap
+#: step it appends to every episode chunk. ``iter_minibatches`` counts one
+#: empty slot there, so ``minibatch_size`` and ``num_epochs`` take RLlib's
+#: number of gradient steps (see ``minibatches_include_bootstrap_steps``).
+BOOTSTRAP_SLOT_AFTER = "bootstrap_slot_after"
+
+
+def epoch_slots(num_rows: int, slot_after: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One epoch's slots in sampled order: row indices, with ``-1`` for an empty
+    slot after every row flagged in ``slot_after``."""
+    rows = torch.arange(num_rows)
+    if slot_after is None:
+        return rows
+    flags = torch.as_tensor(slot_after, dtype=torch.bool).reshape(-1)
+    if flags.numel() != num_rows:
+        raise ValueError(f"{BOOTSTRAP_SLOT_AFTER} has {flags.numel()} entries for a batch of {num_rows} rows")
+    empties_before = torch.cumsum(flags.long(), 0) - flags.long()
+    slots = torch.full((num_rows + int(flags.sum()),), -1, dtype=torch.long)
+    slots[rows + empties_before] = rows
+    return slots
+
+
 def iter_minibatches(
     batches: Dict[ModuleID, Dict[str, torch.Tensor]],
     minibatch_sizes: Dict[ModuleID, int],
     num_epochs: int,
     generator: torch.Generator,
     shuffle: bool = True,
+    shuffle_first_epoch: bool = False,
+    slots_after: Optional[Dict[ModuleID, torch.Tensor]] = None,
 ) -> Iterator[Dict[ModuleID, Dict[str, torch.Tensor]]]:
-    """RLlib's cyclic minibatches: every step holds ``minibatch_size`` rows of every module.
+    """RLlib's cyclic minibatches: every step holds ``minibatch_size`` slots of every module.
 
-    Each module walks through its own rows in ``minibatch_sizes[mid]``
-    slices, wrapping into a new pass (reshuffled when ``shuffle``) whenever
-    it reaches the end; steps go on until every module has completed
-    ``num_epochs`` passes. So a summed multi-module loss, and a shared
-    encoder's single optimizer step, always sees all modules, and a module
-    with fewer rows (an agent whose episodes end sooner) is cycled through
-    more passes instead of getting smaller minibatches, as RLlib's
-    ``MiniBatchCyclicIterator`` does. (A module with fewer rows than its
-    minibatch size contributes all its rows once per step, where RLlib would
-    repeat rows within the step.)
+    Each module walks through its own slots in ``minibatch_sizes[mid]``
+    slices, wrapping into a new pass whenever it reaches the end; steps go
+    on until every module has completed ``num_epochs`` passes. So a summed
+    multi-module loss, and a shared encoder's single optimizer step, always
+    sees all modules, and a module with fewer rows (an agent whose episodes
+    end sooner) is cycled through more passes instead of getting smaller
+    minibatches, as RLlib's ``MiniBatchCyclicIterator`` does. (A module with
+    fewer rows than its minibatch size contributes all its rows once per
+    step, where RLlib would repeat rows within the step.)
+
+    As in RLlib, the first pass runs in sampled order and ``shuffle``
+    reshuffles from the second (``shuffle_first_epoch`` shuffles the first
+    too, as CleanRL does). A slot is a row, or, after each row flagged in
+    ``slots_after[mid]``, an empty slot standing for RLlib's masked bootstrap
+    step: it takes a place in its minibatch and trains nothing, so the
+    number of gradient steps and the real rows of each step are RLlib's.
+    A step whose slots are all empty for a module leaves that module out.
     """
     sizes = {mid: leading_dim(step_columns(b)) for mid, b in batches.items()}
     sizes = {mid: n for mid, n in sizes.items() if n > 0}
     if not sizes:
         return
+    slots = {mid: epoch_slots(n, (slots_after or {}).get(mid)) for mid, n in sizes.items()}
 
-    def order(n: int) -> torch.Tensor:
-        return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    def reorder(order: torch.Tensor) -> torch.Tensor:
+        return order[torch.randperm(len(order), generator=generator)] if shuffle else order
 
-    perms = {mid: order(n) for mid, n in sizes.items()}
+    perms = {mid: reorder(order) if shuffle_first_epoch else order for mid, order in slots.items()}
     starts = {mid: 0 for mid in sizes}
     passes = {mid: 0 for mid in sizes}
     while min(passes.values()) < num_epochs:
         mb = {}
-        for mid, n in sizes.items():
+        for mid in sizes:
+            n = len(perms[mid])
             need, start, parts = min(max(1, minibatch_sizes[mid]), n), starts[mid], []
             while start + need >= n:
                 parts.append(perms[mid][start:])
                 need -= n - start
                 start = 0
                 passes[mid] += 1
-                perms[mid] = order(n)
+                perms[mid] = reorder(perms[mid])
             if need > 0:
                 parts.append(perms[mid][start:start + need])
                 start += need
             starts[mid] = start
-            mb[mid] = take(step_columns(batches[mid]), torch.cat(parts) if len(parts) > 1 else parts[0])
-        yield mb
+            index = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if slots_after:
+                index = index[index >= 0]
+            if len(index):
+                mb[mid] = take(step_columns(batches[mid]), index)
+        if mb:
+            yield mb

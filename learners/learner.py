@@ -21,7 +21,7 @@ from marl.core.columns import Columns
 from marl.core.constants import ModuleID
 from marl.core.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 
-from learners.batching import iter_minibatches, leading_dim, to_device, to_tensor
+from learners.batching import BOOTSTRAP_SLOT_AFTER, iter_minibatches, leading_dim, to_device, to_tensor
 from learners.compiled_step import CompiledOrEager
 from learners.distributed import DistributedContext
 
@@ -298,19 +298,24 @@ class TorchLearner(Learner):
         self.build()
         keys = set(self.batch_keys_to_train())
         batch = {mid: to_device(to_tensor(b), self.device) for mid, b in batch.items() if mid in keys}
+        slots_after = {mid: b.pop(BOOTSTRAP_SLOT_AFTER) for mid, b in batch.items() if BOOTSTRAP_SLOT_AFTER in b}
         self._metrics.clear()
         sizes = {}
         for mid, b in batch.items():
             n = leading_dim({k: v for k, v in b.items() if k != Columns.SEQ_LENS})
+            if mid in slots_after:  # the whole batch, as RLlib counts it: with its bootstrap slots
+                n += int(slots_after[mid].sum())
             mb = minibatch_size or n
             if Columns.LOSS_MASK in b:  # sequences: minibatch size counts time steps
                 mb = max(1, mb // b[Columns.LOSS_MASK].shape[1])
             sizes[mid] = mb
         num_steps = 0
         shuffle = bool(getattr(self.config, "shuffle_batch_per_epoch", True)) and num_epochs > 1
+        shuffle_first = bool(getattr(self.config, "shuffle_first_epoch", False))
         before = self.training_state_copy()
         try:
-            for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle):
+            for minibatch in iter_minibatches(batch, sizes, num_epochs, self._generator, shuffle=shuffle,
+                                              shuffle_first_epoch=shuffle_first, slots_after=slots_after):
                 self._update_minibatch(minibatch)
                 num_steps += 1
             results: Dict[str, Any] = {}
@@ -517,6 +522,9 @@ class TorchLearner(Learner):
         samples = {mid: b for mid, b in samples.items() if mid in trained and len(b[Columns.SEQ_LENS])}
         batches = self.build_train_batches(samples)
         if self.distributed is not None:  # targets over the whole batch, then this learner's rows
+            # Empty bootstrap slots would differ in number between shards, and so
+            # would the learners' step counts: sharded minibatches hold real rows.
+            batches = {mid: {k: v for k, v in b.items() if k != BOOTSTRAP_SLOT_AFTER} for mid, b in batches.items()}
             batches = self.distributed.shard(batches)
         return self.update(
             batches,

@@ -2,6 +2,7 @@
 
     python scripts/parity_update.py                     # cartpole-plain, 4000 steps, 5 full-batch epochs
     python scripts/parity_update.py --case cartpole-tuned --epochs 3
+    python scripts/parity_update.py --minibatch-size 128 --epochs 2  # RLlib's minibatch layout, unshuffled
 
 RLlib (in its own venv, ``--rllib-python`` as in ``scripts/parity.py``)
 builds the case's PPO, samples a batch with its own env runner, saves its
@@ -9,7 +10,11 @@ learner's initial weights and the batch, and runs ``num_epochs`` full-batch
 updates. marl loads the same weights into its default module, turns RLlib's
 episodes into its sample layout and runs the same update. Full-batch epochs
 make the result independent of minibatch order, so what remains is the
-update's arithmetic: advantages, value targets, the loss, Adam. The script
+update's arithmetic: advantages, value targets, the loss, Adam. With
+``--minibatch-size`` both sides walk the batch in sampled order without
+shuffling (RLlib's first epoch always does), which checks the minibatch
+layout as well: RLlib's rows include one masked bootstrap step per segment,
+which marl's ``minibatches_include_bootstrap_steps`` reproduces. The script
 prints the largest weight difference per parameter, once with marl's plain
 advantage statistics and once with ``advantage_stats_include_bootstrap_steps``
 (RLlib's statistics exactly), and exits 1 unless the latter agrees within
@@ -35,7 +40,8 @@ from scripts.parity_cases import CASES  # noqa: E402
 GROUPS = ("encoder.", "pi.", "vf.")
 
 
-def rllib_dump(case_name: str, steps: int, epochs: int, seed: int, out: str) -> None:
+def rllib_dump(case_name: str, steps: int, epochs: int, minibatch_size: Optional[int], seed: int,
+               out: str) -> None:
     """RLlib side: initial weights, the sampled batch and the updated weights, to ``out``."""
     from scripts.parity import build_rllib
 
@@ -58,7 +64,8 @@ def rllib_dump(case_name: str, steps: int, epochs: int, seed: int, out: str) -> 
         term[-1] = bool(e.is_terminated)
         cols["term"].append(term)
         cols["seq"].append(np.asarray([n]))
-    learner.update(episodes=episodes, num_epochs=epochs, minibatch_size=None,
+    # Learner.update does not shuffle unless asked (PPO's training step asks).
+    learner.update(episodes=episodes, num_epochs=epochs, minibatch_size=minibatch_size,
                    timesteps={"num_env_steps_sampled_lifetime": steps})
     after = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
     arrays = {k: np.concatenate(v) for k, v in cols.items()}
@@ -81,8 +88,8 @@ def pair_parameters(marl_names: List[str], rllib_names: List[str]) -> Dict[str, 
     return pairs
 
 
-def marl_update(case_name: str, data: Dict[str, np.ndarray], epochs: int,
-                rllib_stats: bool) -> Tuple[Dict[str, float], Dict[str, float]]:
+def marl_update(case_name: str, data: Dict[str, np.ndarray], epochs: int, minibatch_size: Optional[int],
+                rllib_stats: bool, bootstrap_slots: bool = True) -> Tuple[Dict[str, float], Dict[str, float]]:
     """marl side: the same update from the same weights; per parameter, the max
     |marl - RLlib| after the update and the size of RLlib's update."""
     import torch
@@ -97,8 +104,10 @@ def marl_update(case_name: str, data: Dict[str, np.ndarray], epochs: int,
     obs_space = probe.learner.module["default_policy"].observation_space
     act_space = probe.learner.module["default_policy"].action_space
     probe.stop()
-    config = PPOConfig().training(**{**case["training"], "minibatch_size": None, "num_epochs": epochs,
-                                     "advantage_stats_include_bootstrap_steps": rllib_stats})
+    config = PPOConfig().training(**{**case["training"], "minibatch_size": minibatch_size, "num_epochs": epochs,
+                                     "shuffle_batch_per_epoch": False,
+                                     "advantage_stats_include_bootstrap_steps": rllib_stats,
+                                     "minibatches_include_bootstrap_steps": bootstrap_slots})
     spec = MultiRLModuleSpec(rl_module_specs={"default_policy": RLModuleSpec(
         module_class=DefaultPPOTorchRLModule, observation_space=obs_space, action_space=act_space,
         model_config=DefaultModelConfig(**case.get("model", {})))})
@@ -127,13 +136,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=[c for c, v in CASES.items() if not v.get("policies")])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--minibatch-size", type=int, default=None,
+                        help="minibatches of this many rows, unshuffled (default: full-batch epochs)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=1e-6)
     parser.add_argument("--rllib-python", default=default_rllib_python())
     parser.add_argument("--dump", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dump:
-        rllib_dump(args.case, args.steps, args.epochs, args.seed, args.dump)
+        rllib_dump(args.case, args.steps, args.epochs, args.minibatch_size, args.seed, args.dump)
         return 0
     if not Path(args.rllib_python).exists():
         parser.error(f"--rllib-python {args.rllib_python!r} does not exist (see scripts/parity.py)")
@@ -141,23 +152,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = str(Path(tmp) / "rllib_update.npz")
         cmd = [args.rllib_python, str(Path(__file__).resolve()), "--case", args.case, "--steps", str(args.steps),
                "--epochs", str(args.epochs), "--seed", str(args.seed), "--dump", out]
+        if args.minibatch_size:
+            cmd += ["--minibatch-size", str(args.minibatch_size)]
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 2
         data = dict(np.load(out))
-    print(f"{args.case}: {len(data['act'])} steps in {len(data['seq'])} segments, {args.epochs} full-batch epochs")
+    layout = (f"epochs of minibatches of {args.minibatch_size} rows, unshuffled" if args.minibatch_size
+              else "full-batch epochs")
+    print(f"{args.case}: {len(data['act'])} steps in {len(data['seq'])} segments, {args.epochs} {layout}")
+    variants = [(False, True, "marl's advantage statistics"), (True, True, "RLlib's advantage statistics")]
+    if args.minibatch_size:
+        variants.append((True, False, "RLlib's advantage statistics, minibatches_include_bootstrap_steps=False"))
     worst = {}
-    for rllib_stats in (False, True):
-        diffs, sizes = marl_update(args.case, data, args.epochs, rllib_stats)
-        label = "RLlib's advantage statistics" if rllib_stats else "marl's advantage statistics"
+    for rllib_stats, slots, label in variants:
+        diffs, sizes = marl_update(args.case, data, args.epochs, args.minibatch_size, rllib_stats, slots)
         print(f"\n{label}: max |marl - RLlib| per parameter (update size in brackets)")
         for k, d in diffs.items():
             print(f"  {k:<40} {d:.2e}  ({sizes[k]:.2e})")
-        worst[rllib_stats] = max(diffs.values())
-    ok = worst[True] <= args.tolerance
-    print(f"\nwith RLlib's statistics the weights agree to {worst[True]:.1e} "
+        worst[(rllib_stats, slots)] = max(diffs.values())
+    ok = worst[(True, True)] <= args.tolerance
+    print(f"\nwith RLlib's statistics the weights agree to {worst[(True, True)]:.1e} "
           f"({'within' if ok else 'OUTSIDE'} tolerance {args.tolerance:g})")
     return 0 if ok else 1
 

@@ -33,7 +33,8 @@ BAD_VALUES = [
     ("lambda_", -0.1), ("lambda_", 1.5), ("lambda_", "x"),
     # switches: a truthy string must not silently mean True
     ("use_kl_loss", "false"), ("normalize_advantages", 1), ("shuffle_batch_per_epoch", "yes"),
-    ("advantage_stats_include_bootstrap_steps", "no"),
+    ("advantage_stats_include_bootstrap_steps", "no"), ("minibatches_include_bootstrap_steps", "no"),
+    ("shuffle_first_epoch", "yes"),
     # batch sizes
     ("train_batch_size_per_learner", 0), ("train_batch_size_per_learner", "4000"),
     ("minibatch_size", 0), ("num_epochs", 0), ("num_epochs", 1.5),

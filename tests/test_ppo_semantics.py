@@ -256,6 +256,46 @@ def test_minibatches_keep_sampled_order_without_shuffle():
     assert [s["m"][Columns.OBS].tolist() for s in steps] == [[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 3, 4], [5, 6, 0]]
 
 
+def test_bootstrap_slots_take_places_in_minibatches_as_rllib_rows_do():
+    from learners.batching import iter_minibatches
+
+    # Segments of 3 and 4 steps: RLlib's batch is [0 1 2 b 3 4 5 6 b] (b: masked bootstrap rows).
+    after = torch.tensor([False, False, True, False, False, False, True])
+    steps = list(iter_minibatches({"m": {Columns.OBS: torch.arange(7)}}, {"m": 3}, num_epochs=2,
+                                  generator=torch.Generator(), shuffle=False, slots_after={"m": after}))
+    assert [s["m"][Columns.OBS].tolist() for s in steps] == [[0, 1, 2], [3, 4], [5, 6]] * 2
+    plain = list(iter_minibatches({"m": {Columns.OBS: torch.arange(7)}}, {"m": 3}, num_epochs=2,
+                                  generator=torch.Generator(), shuffle=False))
+    assert len(plain) == 5  # without the slots: 14 rows in steps of 3
+
+
+def test_first_epoch_runs_in_sampled_order_and_later_ones_are_reshuffled():
+    from learners.batching import iter_minibatches
+
+    def first_two_passes(**kwargs):
+        steps = list(iter_minibatches({"m": {Columns.OBS: torch.arange(20)}}, {"m": 5}, num_epochs=2,
+                                      generator=torch.Generator().manual_seed(3), shuffle=True, **kwargs))
+        rows = torch.cat([s["m"][Columns.OBS] for s in steps]).tolist()
+        return rows[:20], rows[20:]
+
+    first, second = first_two_passes()
+    assert first == list(range(20))  # RLlib's first epoch: the batch as sampled
+    assert sorted(second) == list(range(20)) and second != first
+    first, second = first_two_passes(shuffle_first_epoch=True)
+    assert sorted(first) == list(range(20)) and first != list(range(20))
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_ppo_gradient_steps_count_rllibs_bootstrap_rows(include):
+    # 4 segments of 10 steps, minibatch 8, 3 epochs: RLlib walks 44 rows per epoch.
+    learner = cartpole_learner(minibatch_size=8, num_epochs=3, minibatches_include_bootstrap_steps=include)
+    n, segments = 40, 4
+    result = learner.update_from_samples({"p0": fake_samples(n_segments=segments, seg_len=10)})
+    slots = n + segments if include else n
+    assert result["__all_modules__"]["num_gradient_steps"] == -(-3 * slots // 8)  # 17 with the slots, 15 without
+    assert result["p0"]["num_module_steps_trained"] == n
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_fast_categorical_terms_equal_torch_distributions_bit_for_bit(masked):
     from learners.ppo_learner import categorical_logp_entropy_kl

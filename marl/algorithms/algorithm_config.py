@@ -149,6 +149,9 @@ class AlgorithmConfig:
         self.minibatch_size: Optional[int] = None
         self.num_epochs = 1
         self.shuffle_batch_per_epoch = False
+        # marl's own: RLlib walks the first epoch in sampled order and reshuffles
+        # from the second; True shuffles the first too (CleanRL).
+        self.shuffle_first_epoch = False
         self.grad_clip: Optional[float] = None
         self.grad_clip_by = "global_norm"
         self.learner_class: Optional[type] = None
@@ -306,7 +309,7 @@ class AlgorithmConfig:
         common = {
             "lr", "gamma", "train_batch_size_per_learner", "minibatch_size", "num_epochs",
             "grad_clip", "grad_clip_by", "learner_class", "normalize_advantages", "entropy_coeff",
-            "shuffle_batch_per_epoch",
+            "shuffle_batch_per_epoch", "shuffle_first_epoch",
         }
         if "train_batch_size" in kwargs:  # RLlib's old name
             kwargs["train_batch_size_per_learner"] = kwargs.pop("train_batch_size")
@@ -455,6 +458,7 @@ class AlgorithmConfig:
         check_int("minibatch_size", self.minibatch_size, 1, none="the whole batch")
         check_int("num_epochs", self.num_epochs, 1)
         check_bool("shuffle_batch_per_epoch", self.shuffle_batch_per_epoch)
+        check_bool("shuffle_first_epoch", self.shuffle_first_epoch)
         check_number("grad_clip", self.grad_clip, low=0.0, low_open=True, none="no clipping", allow_inf=True,
                      hint="0 would freeze the weights and a negative value flip the gradients")
         check_choice("grad_clip_by", self.grad_clip_by, ("global_norm", "norm", "value"))
