@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.parity_cases import COMMON_ENV_RUNNERS, CASES, algo_of, reached  # noqa: E402
@@ -174,6 +176,37 @@ def median_of(runs: List[Dict[str, Any]], key: str) -> Optional[float]:
     return None if m is None or m == float("inf") else m
 
 
+def reached_values(runs: List[Dict[str, Any]], key: str = "steps") -> List[float]:
+    return [r[key] if r.get("reached") else float("inf") for r in runs]
+
+
+def median_ratio_interval(ours: List[float], theirs: List[float], level: float = 0.9,
+                          resamples: int = 10_000, seed: int = 0) -> Optional[tuple]:
+    """Bootstrap interval of median(ours) / median(theirs), seeds resampled with replacement.
+
+    Both libraries are deterministic per seed, so the seeds are the only
+    source of spread; the interval says how far the median ratio could move
+    with another draw of as many seeds. None below 5 seeds a side (too few
+    to resample) or when a resampled median is a miss (inf).
+    """
+    if min(len(ours), len(theirs)) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    a = np.median(rng.choice(np.asarray(ours, float), (resamples, len(ours))), axis=1)
+    b = np.median(rng.choice(np.asarray(theirs, float), (resamples, len(theirs))), axis=1)
+    with np.errstate(invalid="ignore"):
+        ratios = a / b
+    if not np.all(np.isfinite(ratios)):
+        return None
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
+
+
+def latest_per_run(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One result per (library, case, seed): a later file's run replaces an earlier one."""
+    return list({(r["library"], r["case"], r["seed"]): r for r in results}.values())
+
+
 def print_table(results: List[Dict[str, Any]], cases: List[str], libraries: List[str]) -> None:
     seeds = sorted({r["seed"] for r in results})
     print("\n| case | library | " + " | ".join(f"seed {s}" for s in seeds)
@@ -181,12 +214,13 @@ def print_table(results: List[Dict[str, Any]], cases: List[str], libraries: List
     print("|---|---|" + "---|" * (len(seeds) + 3))
     ratios = []
     for case in cases:
-        med = {}
+        med, values = {}, {}
         for lib in libraries:
             runs = sorted((r for r in results if r["case"] == case and r["library"] == lib), key=lambda r: r["seed"])
             if not runs:
                 continue
             med[lib] = (median_of(runs, "steps"), median_of(runs, "seconds"))
+            values[lib] = reached_values(runs)
             n_ok = sum(bool(r.get("reached")) for r in runs)
             steps, secs = med[lib]
             by_seed = {r["seed"]: r for r in runs}
@@ -195,11 +229,14 @@ def print_table(results: List[Dict[str, Any]], cases: List[str], libraries: List
                   f" | {'-' if secs is None else f'{secs:.0f}'} |")
         if "marl" in med and "rllib" in med:
             (ms, mt), (rs, rt) = med["marl"], med["rllib"]
-            ratios.append((case, ms / rs if ms and rs else None, mt / rt if mt and rt else None))
+            interval = median_ratio_interval(values["marl"], values["rllib"])
+            ratios.append((case, ms / rs if ms and rs else None, interval, mt / rt if mt and rt else None))
     if ratios:
-        print("\n| case | marl/RLlib median env steps | marl/RLlib median wall s |\n|---|---|---|")
-        for case, rs, rt in ratios:
-            print(f"| {case} | {'-' if rs is None else f'{rs:.2f}'} | {'-' if rt is None else f'{rt:.2f}'} |")
+        print("\n| case | marl/RLlib median env steps | 90% bootstrap interval over seeds | marl/RLlib median wall s |"
+              "\n|---|---|---|---|")
+        for case, rs, interval, rt in ratios:
+            shown = "-" if interval is None else f"{interval[0]:.2f} - {interval[1]:.2f}"
+            print(f"| {case} | {'-' if rs is None else f'{rs:.2f}'} | {shown} | {'-' if rt is None else f'{rt:.2f}'} |")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -223,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     if args.table:
-        pooled = [r for path in args.table for r in json.loads(Path(path).read_text())]
+        pooled = latest_per_run([r for path in args.table for r in json.loads(Path(path).read_text())])
         cases = [c for c in CASES if any(r["case"] == c for r in pooled)]
         print_table(pooled, cases, [lib for lib in ("marl", "rllib") if any(r["library"] == lib for r in pooled)])
         return 0
