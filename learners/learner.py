@@ -287,7 +287,8 @@ class TorchLearner(Learner):
         minibatch_size: Optional[int] = None,
         num_epochs: int = 1,
     ) -> Dict[str, Any]:
-        """Run ``num_epochs`` over shuffled minibatches; return per-module metrics.
+        """Run ``num_epochs`` over minibatches in RLlib's order (``iter_minibatches``);
+        return per-module metrics.
 
         All or nothing: if anything raises part-way (a ``NonFiniteLossError``,
         a ``KeyboardInterrupt``, ...), the learner is put back to its state

@@ -12,7 +12,7 @@ from marl.core.constants import ModuleID
 
 from marl.distributions import TorchCategorical
 
-from learners.advantages import bootstrap_step_advantages, compute_gae
+from learners.advantages import bootstrap_step_advantages, compute_gae, segment_end_mask
 from learners.batching import BOOTSTRAP_SLOT_AFTER, chunk_into_sequences
 from learners.learner import TorchLearner
 from learners.value_estimates import flat_and_bootstrap_values
@@ -118,13 +118,6 @@ def max_seq_len_of(module: Any, default: int = 20) -> int:
     return int(method()) if callable(method) else default
 
 
-def segment_ends(seq_lens: np.ndarray) -> np.ndarray:
-    """A bool per step: True on the last step of each segment."""
-    ends = np.zeros(int(np.sum(seq_lens)), dtype=bool)
-    ends[np.cumsum(seq_lens)[np.asarray(seq_lens) > 0] - 1] = True
-    return ends
-
-
 def finish_train_batch(module: Any, sample: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
     """Attach targets and, for recurrent modules, cut the batch into sequences."""
     batch = dict(sample)
@@ -208,7 +201,7 @@ class PPOTorchLearner(TorchLearner):
                 {Columns.ADVANTAGES: adv, Columns.VALUE_TARGETS: targets, Columns.VF_PREDS: vf.astype(np.float32)},
             )
             if getattr(cfg, "minibatches_include_bootstrap_steps", False) and Columns.LOSS_MASK not in batches[mid]:
-                batches[mid][BOOTSTRAP_SLOT_AFTER] = segment_ends(np.asarray(b[Columns.SEQ_LENS]))
+                batches[mid][BOOTSTRAP_SLOT_AFTER] = segment_end_mask(np.asarray(b[Columns.SEQ_LENS]), len(adv))
         return batches
 
     def compute_loss_for_module(
