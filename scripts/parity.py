@@ -184,22 +184,22 @@ def median_ratio_interval(ours: List[float], theirs: List[float], level: float =
                           resamples: int = 10_000, seed: int = 0) -> Optional[tuple]:
     """Bootstrap interval of median(ours) / median(theirs), seeds resampled with replacement.
 
-    Both libraries are deterministic per seed, so the seeds are the only
-    source of spread; the interval says how far the median ratio could move
-    with another draw of as many seeds. None below 5 seeds a side (too few
-    to resample) or when a resampled median is a miss (inf).
+    The runs are deterministic per seed (RLlib's single-agent PPO too), so
+    the seeds are the only source of spread; the interval says how far the
+    median ratio could move with another draw of as many seeds. A miss counts
+    as inf, so a bound can be inf (or 0); when both resampled medians are
+    misses the two are counted as equal. None below 5 seeds a side.
     """
     if min(len(ours), len(theirs)) < 5:
         return None
     rng = np.random.default_rng(seed)
     a = np.median(rng.choice(np.asarray(ours, float), (resamples, len(ours))), axis=1)
     b = np.median(rng.choice(np.asarray(theirs, float), (resamples, len(theirs))), axis=1)
-    with np.errstate(invalid="ignore"):
-        ratios = a / b
-    if not np.all(np.isfinite(ratios)):
-        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(np.isinf(a) & np.isinf(b), 1.0, a / b)
     tail = (1.0 - level) / 2.0
-    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
+    # Order statistics, not interpolation: a bound is a resampled ratio (and inf stays inf).
+    return float(np.quantile(ratios, tail, method="lower")), float(np.quantile(ratios, 1.0 - tail, method="higher"))
 
 
 def latest_per_run(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

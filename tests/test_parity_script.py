@@ -72,4 +72,5 @@ def test_median_ratio_interval_brackets_the_ratio_and_narrows_with_more_seeds():
     assert shifted_low > 1.5  # a real 2x difference is not inside the interval
     assert parity.median_ratio_interval(few_a[:4], few_b) is None  # under 5 seeds a side
     misses = [float("inf")] * 5
-    assert parity.median_ratio_interval(misses, few_b) is None
+    assert parity.median_ratio_interval(misses, few_b) == (float("inf"), float("inf"))
+    assert parity.median_ratio_interval(misses, misses) == (1.0, 1.0)
