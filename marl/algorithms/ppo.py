@@ -52,8 +52,6 @@ class PPOConfig(AlgorithmConfig):
         self.use_critic = True
         self.use_gae = True
         self.value_clip_param: float | None = None
-        self.advantage_stats_include_bootstrap_steps = False
-        self.minibatches_include_bootstrap_steps = True
         for key, value in {**RLLIB_PPO_TRAINING_DEFAULTS, **MARL_PPO_TRAINING_DEFAULTS}.items():
             setattr(self, key, value)
 
